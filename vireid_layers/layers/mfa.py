@@ -1,0 +1,226 @@
+"""MFA: the Multistage Feature Aggregation block of DEEN :cite:`zhang2023deen`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._validation import check_choice, check_shape
+
+__all__ = ["MFA", "MFAForm"]
+
+MFAForm = Literal["official", "paper"]
+_FORMS = ("official", "paper")
+
+
+def _projection(in_channels: int, out_channels: int, stride: int, dd: dict[str, Any]) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, **dd)
+
+
+def _output(in_channels: int, out_channels: int, stride: int, dd: dict[str, Any]) -> nn.Sequential:
+    # Conv1x1 + BatchNorm2d with a zero-initialised BatchNorm: the block starts as the identity.
+    # Keys ``W.0.*`` / ``W.1.*`` match the official checkpoints.
+    return nn.Sequential(_projection(in_channels, out_channels, stride, dd), nn.BatchNorm2d(out_channels, **dd))
+
+
+def _flat(x: Tensor, rows: int) -> Tensor:
+    """``x.view(B, rows, -1)`` in the official memory order, also for channels_last inputs."""
+    return x.reshape(x.shape[0], rows, -1)
+
+
+class _ChannelAggregation(nn.Module):
+    r"""The channel part of MFA (the official ``CNL``): a :math:`C' \times C'` channel affinity."""
+
+    def __init__(self, high: int, low: int, stride: int, form: str, dd: dict[str, Any]) -> None:
+        super().__init__()
+        self.low, self.form = low, form
+        self.g = _projection(low, low, 1, dd)
+        self.theta = _projection(high, low, 1, dd)
+        self.phi = _projection(low, low, stride, dd)
+        self.W = _output(low, high, stride, dd)
+
+    def forward(self, x_h: Tensor, x_l: Tensor) -> Tensor:
+        q = _flat(self.theta(x_h), self.low)  # (B, C', N_h)
+        k = _flat(self.phi(x_l), self.low)  # (B, C', N_h): the strided key lives at x_h's resolution
+        v = _flat(self.g(x_l), self.low)  # (B, C', N_l)
+        if q.shape[-1] != k.shape[-1]:
+            raise ValueError(
+                "MFA channel part: the query (from `x_high`) and the key (from `x_low`, stride "
+                f"{self.phi.stride[0]}) must have the same number of positions, got {q.shape[-1]} and "
+                f"{k.shape[-1]}; check the `stride` of the block and the spatial sizes of its inputs"
+            )
+        if self.form == "official":
+            # No softmax: energy / C'. The C'xC' affinity is small, so the plain order is already cheap.
+            y = torch.matmul(torch.matmul(q, k.transpose(1, 2)) / self.low, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+        return self.W(y.view(x_l.shape[0], self.low, *x_l.shape[2:])) + x_h
+
+
+class _SpatialAggregation(nn.Module):
+    """The spatial part of MFA (the official ``PNL``): a position affinity between ``x_h`` and ``x_l``."""
+
+    def __init__(self, high: int, low: int, reduction: int, form: str, dd: dict[str, Any]) -> None:
+        super().__init__()
+        self.low, self.reduction, self.form = low, reduction, form
+        self.inner = low // reduction
+        self.g = _projection(low, self.inner, 1, dd)
+        self.theta = _projection(high, self.inner, 1, dd)
+        self.phi = _projection(low, self.inner, 1, dd)
+        self.W = _output(self.inner, high, 1, dd)
+
+    def forward(self, x_h: Tensor, x_l: Tensor) -> Tensor:
+        theta, phi, g = self.theta(x_h), self.phi(x_l), self.g(x_l)
+        if self.form == "official":
+            for name, t in (("x_high", x_h), ("x_low", x_l)):
+                positions = t.shape[2] * t.shape[3]
+                if positions % self.reduction:
+                    raise ValueError(
+                        f"MFA (form='official') folds each {self.inner}-channel map into {self.low} rows, "
+                        f"which needs H*W of `{name}` to be divisible by reduction={self.reduction}; got "
+                        f"{tuple(t.shape[2:])} ({positions} positions). Use an input size whose stage maps "
+                        "have an even number of positions (e.g. 384x144, 288x144, 256x128) or form='paper'"
+                    )
+            # The official code views each (C'/r)xN map as C' rows of N/r "folded positions".
+            q = _flat(theta, self.low).transpose(1, 2)  # (B, N_h/r, C')
+            k = _flat(phi, self.low)  # (B, C', N_l/r)
+            v = _flat(g, self.low).transpose(1, 2)  # (B, N_l/r, C')
+            # No softmax, so (Q K) V / n = Q (K V) / n: never materialise the (N_h/r)x(N_l/r) matrix.
+            y = torch.matmul(q, torch.matmul(k, v)) / k.shape[-1]  # (B, N_h/r, C')
+            y = y.transpose(1, 2).reshape(theta.shape)
+        else:
+            q = theta.flatten(2).transpose(1, 2)  # (B, N_h, C'/r)
+            k = phi.flatten(2).transpose(1, 2)  # (B, N_l, C'/r)
+            v = g.flatten(2).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+            y = y.transpose(1, 2).reshape(theta.shape)
+        return self.W(y) + x_h
+
+
+class MFA(nn.Module):
+    r"""Multistage Feature Aggregation: channel then spatial attention from a low-level into a high-level map.
+
+    With :math:`f_l` the map entering a backbone stage and :math:`f_h` the map it produces, and
+    :math:`1\times1` convolutions :math:`\psi` (queries from :math:`f_h`, keys and values from :math:`f_l`),
+    the paper (Eq. 7–9) computes
+
+    .. math::
+
+        M^c = \operatorname{softmax}\big(\psi^1_q(f_h)\,\psi^1_k(f_l)^\top\big), \quad
+        f_h^c = \omega^c\big(M^c\,\psi^1_v(f_l)\big) + f_h, \quad
+        f_h^s = \omega^s\big(M^s\,\psi^2_v(f_l)\big) + f_h^c
+
+    with :math:`M^c` a :math:`C' \times C'` channel affinity and :math:`M^s` a position affinity. The
+    official code (the default, ``form="official"``) differs in three ways:
+
+    * no softmax: :math:`M^c = \psi_q\psi_k^\top / C'` and :math:`M^s = \tilde\psi_q \tilde\psi_k^\top / (N_l/r)`;
+    * for strided blocks (``stride=2``) the key projection :math:`\psi^1_k` and the output projection
+      :math:`\omega^c` are stride-2 :math:`1\times1` convolutions;
+    * the spatial part projects to :math:`C'/r` channels (:math:`r = 2`) and *folds* each map into
+      :math:`C'` rows of :math:`N/r` positions (the tilde above): position :math:`p` of the first half of
+      the flattened map and position :math:`p` of the second half become one pseudo-position. The number of
+      positions of both inputs must therefore be divisible by :math:`r`; a clear error says so otherwise.
+
+    Without a softmax the attention is associative, :math:`(QK^\top)V = Q(K^\top V)`, and the official form
+    is evaluated in that order: it never builds the :math:`N_h \times N_l` matrix. The paper form uses
+    :func:`torch.nn.functional.scaled_dot_product_attention` (unscaled logits, as in Eq. 7) over the
+    unfolded :math:`C'/r`-channel positions. In both forms every output projection ends in a BatchNorm with
+    zero weight and bias, so a freshly built block is the identity :math:`f_h^s = f_h`.
+
+    A state dict of the official ``MFA_block`` (``CNL.*``, ``PNL.*``) loads with ``load_state_dict``.
+
+    Args:
+        high_channels: channels :math:`C_h` of the stage output (256, 512, 1024 for MFA1–3 on a ResNet-50).
+        low_channels: channels :math:`C' = C_l` of the stage input (64, 256, 512).
+        stride: 1 when the stage keeps the resolution (MFA1), 2 when it halves it (MFA2, MFA3).
+        form: ``"official"`` (default, reproduces the released code and checkpoints) or ``"paper"``.
+        reduction: channel reduction :math:`r` of the spatial part (official: 2).
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Shape:
+        - ``x_high``: :math:`(N, C_h, H_h, W_h)`, the stage output.
+        - ``x_low``: :math:`(N, C_l, H_l, W_l)`, the stage input, with
+          :math:`(H_h, W_h) = (\lceil H_l/s \rceil, \lceil W_l/s \rceil)`.
+        - Output: :math:`(N, C_h, H_h, W_h)`.
+
+    Examples:
+        >>> mfa = MFA(32, 16, stride=2)
+        >>> x_low, x_high = torch.randn(2, 16, 8, 4), torch.randn(2, 32, 4, 2)
+        >>> out = mfa(x_high, x_low)
+        >>> out.shape, torch.equal(out, x_high)  # the identity at initialisation
+        (torch.Size([2, 32, 4, 2]), True)
+    """
+
+    def __init__(
+        self,
+        high_channels: int,
+        low_channels: int,
+        *,
+        stride: int = 1,
+        form: MFAForm = "official",
+        reduction: int = 2,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("high_channels", high_channels), ("low_channels", low_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer, got {value!r}")
+        if stride not in (1, 2):
+            raise ValueError(f"`stride` must be 1 or 2, got {stride!r}")
+        if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            raise ValueError(f"`reduction` must be a positive integer, got {reduction!r}")
+        if low_channels % reduction:
+            raise ValueError(f"`low_channels` ({low_channels}) must be divisible by `reduction` ({reduction})")
+        self.form: str = check_choice(form, "form", _FORMS)
+        self.high_channels, self.low_channels = high_channels, low_channels
+        self.stride, self.reduction = stride, reduction
+        dd: dict[str, Any] = {"device": device, "dtype": dtype}
+        self.channel = _ChannelAggregation(high_channels, low_channels, stride, self.form, dd)
+        self.spatial = _SpatialAggregation(high_channels, low_channels, reduction, self.form, dd)
+        self._register_load_state_dict_pre_hook(self._convert_official_state_dict)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default convolution init and zero output BatchNorms (the official init)."""
+        for part in (self.channel, self.spatial):
+            for module in part.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.reset_parameters()
+            bn = part.W[1]
+            bn.reset_running_stats()
+            nn.init.zeros_(bn.weight)
+            nn.init.zeros_(bn.bias)
+
+    def forward(self, x_high: Tensor, x_low: Tensor) -> Tensor:
+        """Aggregate ``x_low`` into ``x_high``: the channel part, then the spatial part."""
+        check_shape(x_high, "x_high", f"(N, {self.high_channels}, H, W)", 4)
+        check_shape(x_low, "x_low", f"(N, {self.low_channels}, H, W)", 4)
+        if x_high.shape[1] != self.high_channels:
+            raise ValueError(f"`x_high` must have {self.high_channels} channels, got shape {tuple(x_high.shape)}")
+        if x_low.shape[1] != self.low_channels:
+            raise ValueError(f"`x_low` must have {self.low_channels} channels, got shape {tuple(x_low.shape)}")
+        if x_high.shape[0] != x_low.shape[0]:
+            raise ValueError(
+                f"`x_high` and `x_low` must have the same batch size, got {x_high.shape[0]} and {x_low.shape[0]}"
+            )
+        return self.spatial(self.channel(x_high, x_low), x_low)
+
+    def extra_repr(self) -> str:
+        """Hyperparameters shown by ``repr``."""
+        return (
+            f"{self.high_channels}, {self.low_channels}, stride={self.stride}, form={self.form!r}, "
+            f"reduction={self.reduction}"
+        )
+
+    def _convert_official_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:
+        """Rename the official ``CNL.*`` / ``PNL.*`` keys to ``channel.*`` / ``spatial.*``, in place."""
+        renames = {f"{prefix}CNL.": f"{prefix}channel.", f"{prefix}PNL.": f"{prefix}spatial."}
+        for key in [k for k in state_dict if k.startswith(tuple(renames))]:
+            old = next(p for p in renames if key.startswith(p))
+            state_dict[renames[old] + key[len(old) :]] = state_dict.pop(key)  # type: ignore[attr-defined]
