@@ -137,6 +137,8 @@ def first_occurrence(labels: Tensor) -> Tensor:
         >>> first_occurrence(torch.tensor([7, 3, 7, 3, 5]))
         tensor([0, 1, 0, 1, 4])
     """
+    if labels.shape[0] == 0:  # a static shape, not a data-dependent branch
+        return torch.zeros(0, dtype=torch.long, device=labels.device)
     same = labels.unsqueeze(1) == labels.unsqueeze(0)
     return same.to(torch.uint8).argmax(dim=1)
 

@@ -47,12 +47,6 @@ class _ChannelAggregation(nn.Module):
         q = _flat(self.theta(x_h), self.low)  # (B, C', N_h)
         k = _flat(self.phi(x_l), self.low)  # (B, C', N_h): the strided key lives at x_h's resolution
         v = _flat(self.g(x_l), self.low)  # (B, C', N_l)
-        if q.shape[-1] != k.shape[-1]:
-            raise ValueError(
-                "MFA channel part: the query (from `x_high`) and the key (from `x_low`, stride "
-                f"{self.phi.stride[0]}) must have the same number of positions, got {q.shape[-1]} and "
-                f"{k.shape[-1]}; check the `stride` of the block and the spatial sizes of its inputs"
-            )
         if self.form == "official":
             # No softmax: energy / C'. The C'xC' affinity is small, so the plain order is already cheap.
             y = torch.matmul(torch.matmul(q, k.transpose(1, 2)) / self.low, v)
@@ -208,6 +202,13 @@ class MFA(nn.Module):
         if x_high.shape[0] != x_low.shape[0]:
             raise ValueError(
                 f"`x_high` and `x_low` must have the same batch size, got {x_high.shape[0]} and {x_low.shape[0]}"
+            )
+        s = self.stride
+        expected = ((x_low.shape[2] + s - 1) // s, (x_low.shape[3] + s - 1) // s)
+        if tuple(x_high.shape[2:]) != expected:
+            raise ValueError(
+                f"`x_high` must have spatial size {expected} = ceil(`x_low` size {tuple(x_low.shape[2:])} / "
+                f"stride {s}), got {tuple(x_high.shape[2:])}"
             )
         return self.spatial(self.channel(x_high, x_low), x_low)
 

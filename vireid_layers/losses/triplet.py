@@ -49,6 +49,8 @@ def hard_triplet_loss(
     labels = check_labels(labels, embeddings.shape[0])
     check_positive(margin, "margin", allow_zero=True)
     check_reduction(reduction)
+    if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
+        return reduce(embeddings.sum(1).float() * 0.0, reduction)
     distances = pairwise_euclidean(embeddings)
     positive = labels.unsqueeze(0) == labels.unsqueeze(1)
     hardest_positive = torch.where(positive, distances, torch.full_like(distances, -float("inf"))).amax(1)

@@ -68,6 +68,8 @@ def wrt_loss(
     labels = check_labels(labels, embeddings.shape[0])
     check_positive(eps, "eps", allow_zero=True)
     check_reduction(reduction)
+    if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
+        return reduce(embeddings.sum(1).float() * 0.0, reduction)
     if normalize:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = embeddings.float()
