@@ -30,6 +30,11 @@ __all__ = [
 ]
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    """Upcast half and bfloat16 to float32; keep float32 and float64 as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def safe_sqrt(x: Tensor, eps: float = 1e-12) -> Tensor:
     r"""Square root of ``x`` clamped below at ``eps``: finite value and finite gradient at zero.
 
@@ -66,8 +71,8 @@ def pairwise_squared_euclidean(x: Tensor, y: Tensor | None = None) -> Tensor:
                 [25.,  0.]])
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = x.float()
-        y = x if y is None else y.float()
+        x = _at_least_fp32(x)
+        y = x if y is None else _at_least_fp32(y)
         xx = x.pow(2).sum(dim=-1, keepdim=True)
         yy = y.pow(2).sum(dim=-1, keepdim=True).transpose(-1, -2)
         if x.ndim == 2:
@@ -116,7 +121,7 @@ def paired_euclidean(x: Tensor, y: Tensor, *, eps: float = 1e-12) -> Tensor:
         tensor([5.])
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, y = x.float(), y.float()
+        x, y = _at_least_fp32(x), _at_least_fp32(y)
         squared = x.pow(2).sum(-1) + y.pow(2).sum(-1) - 2.0 * (x * y).sum(-1)
     return safe_sqrt(squared, eps)
 
@@ -171,7 +176,7 @@ def class_modality_centers(x: Tensor, labels: Tensor, modalities: Tensor | None 
         modalities: :math:`(N,)` 0/1 modalities, or ``None`` to group by identity only (``M = 1``).
 
     Returns:
-        :class:`Centers`; the sums are accumulated in float32.
+        :class:`Centers`; the sums are accumulated in float32 (float64 inputs stay float64).
 
     Examples:
         >>> x = torch.tensor([[0.0], [2.0], [10.0], [4.0]])
@@ -184,7 +189,7 @@ def class_modality_centers(x: Tensor, labels: Tensor, modalities: Tensor | None 
     num_modalities = 1 if modalities is None else 2
     index = slot if modalities is None else modalities.long() * n + slot
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xf = x.float()
+        xf = _at_least_fp32(x)
         sums = xf.new_zeros((*x.shape[:-2], num_modalities * n, x.shape[-1]))
         sums = sums.index_add(-2, index, xf)
         counts = xf.new_zeros(num_modalities * n).index_add(0, index, xf.new_ones(n))

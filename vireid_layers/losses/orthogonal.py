@@ -48,7 +48,7 @@ def orthogonal_loss(generated: Tensor, *, normalization: OrthogonalNormalization
     check_choice(normalization, "normalization", _NORMALIZATIONS)
     k, n = generated.shape[0], generated.shape[1]
     with torch.autocast(device_type=generated.device.type, enabled=False):
-        g = generated.float()
+        g = generated.to(torch.promote_types(generated.dtype, torch.float32))
         gram = torch.einsum("and,bnd->nab", g, g)  # (N, K, K) per-sample Gram matrices
         total = torch.triu(gram, diagonal=1).sum()
     if normalization == "official":

@@ -17,7 +17,8 @@ def _softmax_weights(logits: Tensor, mask: Tensor, eps: float) -> Tensor:
     """Softmax of ``logits`` over the ``mask``-ed entries of each row, shifted by the masked row maximum."""
     shift = torch.where(mask, logits, torch.full_like(logits, -float("inf"))).amax(1, keepdim=True)
     shift = torch.where(mask.any(1, keepdim=True), shift, torch.zeros_like(shift))
-    weights = torch.where(mask, (logits - shift).exp(), torch.zeros_like(logits))
+    # Mask before exp: masked entries become exp(-inf) = 0 with a zero (not NaN) gradient.
+    weights = torch.where(mask, logits - shift, torch.full_like(logits, -float("inf"))).exp()
     return weights / (weights.sum(1, keepdim=True) + eps)
 
 
@@ -72,7 +73,7 @@ def wrt_loss(
         return reduce(embeddings.sum(1).float() * 0.0, reduction)
     if normalize:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            x = embeddings.float()
+            x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
             embeddings = x / (x.norm(2, dim=-1, keepdim=True) + 1e-12)
     distances = pairwise_euclidean(embeddings)
     positive = labels.unsqueeze(0) == labels.unsqueeze(1)
