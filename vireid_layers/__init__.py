@@ -1,39 +1,99 @@
 """vireid-layers: correct, fast, tested building blocks for visible-infrared person re-identification.
 
 The flat public API: every layer, loss, the two-stream backbone builder and the modality convention.
-Distances and centres live in :mod:`vireid_layers.distances`.
+Distances and centres live in :mod:`vireid_layers.distances`, data in :mod:`vireid_layers.data` and
+evaluation in :mod:`vireid_layers.evaluation`.
 """
 
 from ._version import __version__
 from .backbones import TwoStreamBackbone, build_two_stream_backbone
-from .layers import DEE, MFA
+from .layers import (
+    CGSA,
+    DEE,
+    IWPA,
+    MAM,
+    MFA,
+    PAM,
+    GeM,
+    NonLocal,
+    PAMOutput,
+    SobelEdges,
+    gem,
+    graph_attention,
+    sobel_edges,
+    sobel_kernels,
+)
 from .losses import (
+    CenterClusterLoss,
+    CMCCLoss,
     CPMLoss,
+    DynamicDualAggregation,
+    GraphAttentionLoss,
     HardTripletLoss,
+    ModalityClassifiers,
+    ModalityLearningOutput,
+    MutualMeanLoss,
     OrthogonalLoss,
+    PEFLoss,
+    SeparationLoss,
     WRTLoss,
+    center_cluster_loss,
+    cmcc_loss,
     cpm_loss,
+    dynamic_aggregation_weight,
+    graph_attention_loss,
     hard_triplet_loss,
+    mean_classifier_momentum,
+    mutual_mean_loss,
     orthogonal_loss,
+    separation_loss,
     wrt_loss,
 )
 from .modality import Modality, merge_by_modality, split_by_modality
 
 __all__ = [
-    "DEE",
-    "MFA",
+    "CGSA",
+    "CMCCLoss",
     "CPMLoss",
+    "CenterClusterLoss",
+    "DEE",
+    "DynamicDualAggregation",
+    "GeM",
+    "GraphAttentionLoss",
     "HardTripletLoss",
+    "IWPA",
+    "MAM",
+    "MFA",
     "Modality",
+    "ModalityClassifiers",
+    "ModalityLearningOutput",
+    "MutualMeanLoss",
+    "NonLocal",
     "OrthogonalLoss",
+    "PAM",
+    "PAMOutput",
+    "PEFLoss",
+    "SeparationLoss",
+    "SobelEdges",
     "TwoStreamBackbone",
     "WRTLoss",
     "__version__",
     "build_two_stream_backbone",
+    "center_cluster_loss",
+    "cmcc_loss",
     "cpm_loss",
+    "dynamic_aggregation_weight",
+    "gem",
+    "graph_attention",
+    "graph_attention_loss",
     "hard_triplet_loss",
+    "mean_classifier_momentum",
     "merge_by_modality",
+    "mutual_mean_loss",
     "orthogonal_loss",
+    "separation_loss",
+    "sobel_edges",
+    "sobel_kernels",
     "split_by_modality",
     "wrt_loss",
 ]

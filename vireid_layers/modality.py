@@ -8,6 +8,7 @@ position of a row in the batch.
 from __future__ import annotations
 
 import enum
+import operator
 
 import torch
 from torch import Tensor
@@ -60,8 +61,13 @@ class Modality(enum.IntEnum):
                 "`modality` must be 'visible' (or 'rgb', 'vis') or 'infrared' (or 'ir', 'thermal', 'nir'), "
                 f"got {value!r}"
             )
-        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
-            return cls(value)
+        if not isinstance(value, bool):
+            try:
+                index = operator.index(value)  # int, numpy integers, 0-d integer tensors
+            except TypeError:
+                index = None
+            if index in (0, 1):
+                return cls(index)
         raise ValueError(f"`modality` must be 0 (visible), 1 (infrared) or a modality name, got {value!r}")
 
 

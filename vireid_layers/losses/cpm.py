@@ -108,7 +108,7 @@ def cpm_loss(
 
     embeddings = torch.cat([original.unsqueeze(0), generated.to(original.dtype)], dim=0)
     if n == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
-        return embeddings.sum().float() * 0.0
+        return embeddings.sum().to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0
     centers = class_modality_centers(embeddings, labels, modalities)
     # Identities seen in both modalities, one slot each.
     valid = centers.is_slot & (centers.counts[0] > 0) & (centers.counts[1] > 0)

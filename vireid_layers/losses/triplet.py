@@ -50,7 +50,7 @@ def hard_triplet_loss(
     check_positive(margin, "margin", allow_zero=True)
     check_reduction(reduction)
     if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
-        return reduce(embeddings.sum(1).float() * 0.0, reduction)
+        return reduce(embeddings.sum(1).to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0, reduction)
     distances = pairwise_euclidean(embeddings)
     positive = labels.unsqueeze(0) == labels.unsqueeze(1)
     hardest_positive = torch.where(positive, distances, torch.full_like(distances, -float("inf"))).amax(1)

@@ -70,7 +70,7 @@ def wrt_loss(
     check_positive(eps, "eps", allow_zero=True)
     check_reduction(reduction)
     if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
-        return reduce(embeddings.sum(1).float() * 0.0, reduction)
+        return reduce(embeddings.sum(1).to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0, reduction)
     if normalize:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
