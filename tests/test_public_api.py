@@ -16,6 +16,9 @@ PACKAGES = [
     "vireid_layers.backbones",
     "vireid_layers.distances",
     "vireid_layers.modality",
+    "vireid_layers.data",
+    "vireid_layers.data.datasets",
+    "vireid_layers.evaluation",
 ]
 
 

@@ -1,5 +1,17 @@
 """Datasets in their published on-disk layouts, the synthetic dataset, sampling and transforms."""
 
+from .datasets import (
+    DATASETS,
+    ImageDataset,
+    ImageReadError,
+    ImageSample,
+    build_dataset,
+    load_image,
+    read_llcm,
+    read_regdb,
+    read_sysu_mm01,
+    register_dataset,
+)
 from .records import ImageRecord, VIReIDDataset, relabel
 from .sampler import CrossModalityIdentitySampler, EpochLength
 from .transforms import (
@@ -23,22 +35,32 @@ from .transforms import (
 
 __all__ = [
     "CIFAR_MEAN",
-    "GRAY_WEIGHTS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "TRAIN_PIPELINES",
     "ChannelAdapGray",
     "ChannelExchange",
     "ChannelRandomErasing",
     "CrossModalityIdentitySampler",
+    "DATASETS",
     "EpochLength",
+    "GRAY_WEIGHTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageDataset",
+    "ImageReadError",
     "ImageRecord",
+    "ImageSample",
     "RandomErasingFill",
+    "TRAIN_PIPELINES",
     "TrainPipeline",
     "VIReIDDataset",
+    "build_dataset",
     "build_test_transform",
     "build_train_transform",
+    "load_image",
     "random_erasing_params",
+    "read_llcm",
+    "read_regdb",
+    "read_sysu_mm01",
+    "register_dataset",
     "register_pipeline",
     "relabel",
     "replicate_channel",

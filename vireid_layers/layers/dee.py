@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from .._validation import check_probability, check_shape
@@ -112,8 +113,7 @@ class DEE(nn.Module):
             raise ValueError(f"`x` must have {self.channels} channels, got shape {tuple(x.shape)}")
         reduced = sum(conv(x) for conv in self.dilated) / len(_DILATIONS)
         out = self.project(F.relu(reduced))  # (N, K*C, H, W), branch-major channels
-        n, _, h, w = out.shape
-        return out.view(n, self.num_branches, self.channels, h, w).transpose(0, 1)
+        return rearrange(out, "n (k c) h w -> k n c h w", k=self.num_branches)
 
     def forward(self, x: Tensor) -> Tensor:
         """Concatenate the input and its :math:`K` generated embeddings along the batch, then dropout."""
