@@ -19,6 +19,8 @@ PACKAGES = [
     "vireid_layers.data",
     "vireid_layers.data.datasets",
     "vireid_layers.evaluation",
+    "vireid_layers.models",
+    "vireid_layers.compat",
 ]
 
 
