@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_embeddings, check_labels, check_modalities, check_positive
-from ..distances import class_modality_centers, paired_euclidean, pairwise_euclidean
+from ..distances import first_occurrence, safe_sqrt
 
 __all__ = ["CPMForm", "CPMLoss", "cpm_loss"]
 
@@ -20,14 +20,6 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` over the last dim where ``mask``; 0 (still graph-connected) where nothing is left."""
     total = torch.where(mask, values, torch.zeros_like(values)).sum(-1)
     return total / mask.sum().clamp_min(1)
-
-
-def _hardest_other(centers: Tensor, valid: Tensor) -> Tensor:
-    """Distance from each centre to the nearest *other* valid centre (``inf`` when there is none)."""
-    distances = pairwise_euclidean(centers)  # (*, N, N)
-    n = valid.shape[0]
-    others = valid.unsqueeze(0) & ~torch.eye(n, dtype=torch.bool, device=valid.device)
-    return torch.where(others, distances, torch.full_like(distances, float("inf"))).amin(-1)
 
 
 def cpm_loss(
@@ -106,31 +98,61 @@ def cpm_loss(
     check_positive(margin, "margin", allow_zero=True)
     check_choice(form, "form", _FORMS)
 
-    embeddings = torch.cat([original.unsqueeze(0), generated.to(original.dtype)], dim=0)
+    embeddings = torch.cat([original.unsqueeze(0), generated.to(original.dtype)], dim=0)  # (1+K, N, D)
     if n == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
         return embeddings.sum().to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0
-    centers = class_modality_centers(embeddings, labels, modalities)
-    # Identities seen in both modalities, one slot each.
-    valid = centers.is_slot & (centers.counts[0] > 0) & (centers.counts[1] > 0)
-    orig_vis, orig_ir = centers.centers[0, 0], centers.centers[0, 1]  # (N, D)
-    gen_vis, gen_ir = centers.centers[1:, 0], centers.centers[1:, 1]  # (K, N, D)
+    within, cross, valid = _center_distances(embeddings, labels, modalities)
+    pull = torch.stack([cross[:, 1, 0], cross[:, 0, 1]], dim=1)  # (K, 2, N): the other modality's original
+    push = torch.stack([cross[:, 0, 0], cross[:, 1, 1]], dim=1)  # (K, 2, N): the own modality's original
+    others = valid.unsqueeze(0) & ~torch.eye(n, dtype=torch.bool, device=valid.device)
+    hardest = torch.where(others, within, torch.full_like(within, float("inf"))).amin(-1)  # (1+K, 2, N)
+    inter_orig, inter_gen = hardest[0], hardest[1:]
+    if form == "official":
+        per_side = (
+            _masked_mean((pull - push.detach() + margin).relu(), valid)
+            + 0.5 * _masked_mean((pull - inter_gen + margin).relu(), valid)
+            + 0.5 * _masked_mean((pull - inter_orig + margin).relu(), valid)
+        )  # (K, 2)
+        return 0.5 * per_side.sum()
+    return _masked_mean((pull - push - inter_orig + margin).relu(), valid).sum()
 
-    total = original.new_zeros((), dtype=torch.float32)
-    for own, other, gen in ((orig_vis, orig_ir, gen_vis), (orig_ir, orig_vis, gen_ir)):  # two modalities
-        pull = paired_euclidean(other, gen)  # (K, N)
-        push = paired_euclidean(own, gen)
-        inter_orig = _hardest_other(own, valid)  # (N,)
-        if form == "official":
-            inter_gen = _hardest_other(gen, valid)  # (K, N)
-            side = (
-                _masked_mean((pull - push.detach() + margin).relu(), valid)
-                + 0.5 * _masked_mean((pull - inter_gen + margin).relu(), valid)
-                + 0.5 * _masked_mean((pull - inter_orig + margin).relu(), valid)
-            )
-            total = total + 0.5 * side.sum()
-        else:
-            total = total + _masked_mean((pull - push - inter_orig + margin).relu(), valid).sum()
-    return total
+
+def _center_distances(embeddings: Tensor, labels: Tensor, modalities: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The centre-to-centre distances CPM needs, from Gram matrices of the samples.
+
+    With :math:`A` the matrix that averages the rows of each (modality, identity) group, the Gram matrix of
+    the centres of branches :math:`b, c` is :math:`A X_b X_c^\top A^\top`: only the within-branch blocks and
+    the original-versus-generated blocks are formed, and no centre is materialised. Identities are indexed by
+    slot (:func:`~vireid_layers.distances.first_occurrence`), which keeps every shape static.
+
+    Returns:
+        ``within`` :math:`(B, 2, N, N)`: distances between the centres of one branch and modality;
+        ``cross`` :math:`(K, 2, 2, N)`: ``cross[k, o, m, s]`` is the distance between the original centre of
+        modality ``o`` and the branch-``k`` centre of modality ``m`` of identity slot ``s``;
+        ``valid`` :math:`(N,)`: the slots of identities seen in both modalities.
+    """
+    branches, n, _ = embeddings.shape
+    slot = first_occurrence(labels)
+    groups = torch.stack([modalities == 0, modalities == 1])  # (2, N) rows of each modality
+    member = groups.unsqueeze(1) & (slot.unsqueeze(0) == torch.arange(n, device=slot.device).unsqueeze(1))
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
+        member = member.to(x.dtype)  # (2, N slots, N rows)
+        counts = member.sum(-1)  # (2, N)
+        average = (member / counts.clamp_min(1.0).unsqueeze(-1)).flatten(0, 1)  # (2N, N)
+        within_gram = average @ torch.bmm(x, x.transpose(1, 2)) @ average.t()  # (B, 2N, 2N)
+        cross_gram = average @ torch.matmul(x[0], x[1:].transpose(1, 2)) @ average.t()  # (K, 2N, 2N)
+        norms = within_gram.diagonal(dim1=1, dim2=2)  # (B, 2N) squared centre norms
+        within_sq = norms.unsqueeze(2) + norms.unsqueeze(1) - 2.0 * within_gram
+        cross_sq = (
+            norms[0].view(1, 2, 1, n)
+            + norms[1:].view(-1, 1, 2, n)
+            - 2.0 * torch.diagonal(cross_gram.view(-1, 2, n, 2, n), dim1=2, dim2=4)
+        )  # (K, 2, 2, N)
+    ar = torch.arange(2, device=labels.device)
+    within = safe_sqrt(within_sq.view(branches, 2, n, 2, n)[:, ar, :, ar, :].transpose(0, 1))  # (B, 2, N, N)
+    is_slot = slot == torch.arange(n, device=slot.device)
+    return within, safe_sqrt(cross_sq), is_slot & (counts[0] > 0) & (counts[1] > 0)
 
 
 class CPMLoss(nn.Module):

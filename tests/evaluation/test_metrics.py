@@ -1,0 +1,249 @@
+"""retrieval_metrics against a plain per-query reference written from the definitions.
+
+The reference ranks each query's gallery with Python's ``sorted`` on ``(distance, gallery index)`` (the
+library's tie rule), drops the excluded items with plain predicates, and reads the standard CMC, the
+identity-deduplicated CMC, AP and INP off the kept list one position at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vireid_layers.evaluation import (
+    exclude_same_camera,
+    exclude_same_identity_and_camera,
+    exclude_sysu_indoor_camera,
+    exclude_sysu_indoor_camera_reversed,
+    retrieval_metrics,
+)
+
+# The removal rules from their definitions, one (query, gallery) pair at a time.
+RULES = {
+    "none": (None, lambda qi, qc, gi, gc: False),
+    "sysu": (exclude_sysu_indoor_camera, lambda qi, qc, gi, gc: qc == 3 and gc == 2),
+    "sysu_reversed": (exclude_sysu_indoor_camera_reversed, lambda qi, qc, gi, gc: qc == 2 and gc == 3),
+    "same_id_cam": (exclude_same_identity_and_camera, lambda qi, qc, gi, gc: qi == gi and qc == gc),
+    "same_cam": (exclude_same_camera, lambda qi, qc, gi, gc: qc == gc),
+}
+
+
+def reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank):
+    """Standard CMC, dedup CMC, per-query AP, mAP, mINP and the number of valid queries, loop by loop."""
+    num_q, num_g = len(dist), len(dist[0]) if dist else 0
+    length = min(max_rank, num_g)
+    cmc, dedup = [0] * length, [0] * length
+    aps, inps, valid = [], [], 0
+    for q in range(num_q):
+        order = sorted(range(num_g), key=lambda g, q=q: (dist[q][g], g))
+        kept = [g for g in order if not removed(q_ids[q], q_cams[q], g_ids[g], g_cams[g])]
+        matches = [g_ids[g] == q_ids[q] for g in kept]
+        if not any(matches):
+            aps.append(math.nan)  # not valid: skipped by every metric and by the denominator
+            continue
+        valid += 1
+        first = matches.index(True) + 1
+        distinct = []  # gallery identities in order of first appearance
+        for g in kept:
+            if g_ids[g] not in distinct:
+                distinct.append(g_ids[g])
+        dedup_rank = distinct.index(q_ids[q]) + 1
+        for k in range(1, length + 1):
+            cmc[k - 1] += first <= k
+            dedup[k - 1] += dedup_rank <= k
+        hits, precision, last = 0, [], 0
+        for rank, match in enumerate(matches, start=1):
+            if match:
+                hits += 1
+                precision.append(hits / rank)
+                last = rank
+        aps.append(sum(precision) / hits)
+        inps.append(hits / last)
+    denominator = max(valid, 1)
+    return {
+        "cmc": [c / denominator for c in cmc],
+        "cmc_dedup": [c / denominator for c in dedup],
+        "ap": aps,
+        "mAP": sum(a for a in aps if not math.isnan(a)) / denominator,
+        "mINP": sum(inps) / denominator,
+        "num_valid": valid,
+    }
+
+
+def assert_matches_reference(metrics, expected):
+    assert metrics.num_valid == expected["num_valid"]
+    torch.testing.assert_close(metrics.cmc.double(), torch.tensor(expected["cmc"], dtype=torch.float64))
+    torch.testing.assert_close(metrics.cmc_dedup.double(), torch.tensor(expected["cmc_dedup"], dtype=torch.float64))
+    assert metrics.mAP == pytest.approx(expected["mAP"], abs=1e-12)
+    assert metrics.mINP == pytest.approx(expected["mINP"], abs=1e-12)
+    torch.testing.assert_close(
+        metrics.average_precision, torch.tensor(expected["ap"], dtype=torch.float64), equal_nan=True
+    )
+
+
+@st.composite
+def retrieval_cases(draw):
+    """Small cases with many ties (distances from a few levels), absent identities and every camera."""
+    num_q = draw(st.integers(1, 6))
+    num_g = draw(st.integers(1, 12))
+    ids = st.integers(0, 3)
+    cams = st.integers(1, 6)
+    levels = draw(st.sampled_from([2, 4, 1000]))
+    dist = [[draw(st.integers(0, levels - 1)) / 4 for _ in range(num_g)] for _ in range(num_q)]
+    return (
+        dist,
+        draw(st.lists(ids, min_size=num_q, max_size=num_q)),
+        draw(st.lists(ids, min_size=num_g, max_size=num_g)),
+        draw(st.lists(cams, min_size=num_q, max_size=num_q)),
+        draw(st.lists(cams, min_size=num_g, max_size=num_g)),
+        draw(st.sampled_from(sorted(RULES))),
+        draw(st.integers(1, 25)),
+    )
+
+
+@given(case=retrieval_cases(), chunk_size=st.sampled_from([1, 2, 4096]))
+def test_reference(case, chunk_size):
+    dist, q_ids, g_ids, q_cams, g_cams, rule, max_rank = case
+    exclude, removed = RULES[rule]
+    metrics = retrieval_metrics(
+        torch.tensor(dist),
+        torch.tensor(q_ids),
+        torch.tensor(g_ids),
+        torch.tensor(q_cams),
+        torch.tensor(g_cams),
+        exclude=exclude,
+        max_rank=max_rank,
+        chunk_size=chunk_size,
+    )
+    expected = reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank)
+    assert metrics.cmc.shape == (min(max_rank, len(g_ids)),)
+    assert_matches_reference(metrics, expected)
+
+
+def test_ties_broken_by_gallery_index():
+    # All distances equal: the ranked list is the gallery order. Query 0 (id 1) meets id 2, id 2, id 1.
+    m = retrieval_metrics(torch.zeros(1, 3), torch.tensor([1]), torch.tensor([2, 2, 1]), max_rank=3)
+    assert m.cmc.tolist() == [0.0, 0.0, 1.0]
+    assert m.cmc_dedup.tolist() == [0.0, 1.0, 1.0]  # the repeated wrong identity takes one rank
+    assert m.mAP == pytest.approx(1 / 3) and m.mINP == pytest.approx(1 / 3)
+
+
+def test_worked_example_of_the_docs():
+    # Ranked gallery ids for a query of id 7: [3, 3, 7, 5, 7]; standard rank 3, deduplicated rank 2.
+    d = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5]])
+    m = retrieval_metrics(d, torch.tensor([7]), torch.tensor([3, 3, 7, 5, 7]), max_rank=5)
+    assert m.cmc.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert m.cmc_dedup.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert m.mAP == pytest.approx((1 / 3 + 2 / 5) / 2)
+    assert m.mINP == pytest.approx(2 / 5)
+
+
+def test_query_without_match_is_skipped():
+    d = torch.tensor([[0.1, 0.2], [0.3, 0.1]])
+    m = retrieval_metrics(d, torch.tensor([1, 9]), torch.tensor([1, 2]), max_rank=2)
+    assert m.num_valid == 1
+    assert m.cmc.tolist() == [1.0, 1.0] and m.cmc_dedup.tolist() == [1.0, 1.0]  # denominator: valid queries
+    assert math.isnan(float(m.average_precision[1]))
+    assert m.mAP == 1.0 and m.mINP == 1.0
+
+
+def test_no_valid_query_gives_zeros():
+    m = retrieval_metrics(torch.rand(2, 3), torch.tensor([5, 6]), torch.tensor([1, 2, 3]))
+    assert m.num_valid == 0 and m.mAP == 0.0 and m.mINP == 0.0
+    assert not m.cmc.any() and not m.cmc_dedup.any()
+
+
+def test_sysu_rule_removes_camera_2_for_camera_3_queries():
+    # Query (id 1, cam 3); the only true match is in camera 2, so the query becomes invalid; a camera-6
+    # query of the same identity keeps it.
+    d = torch.tensor([[0.1, 0.5], [0.1, 0.5]])
+    kwargs = {"exclude": exclude_sysu_indoor_camera, "max_rank": 2}
+    m = retrieval_metrics(
+        d, torch.tensor([1, 1]), torch.tensor([1, 2]), torch.tensor([3, 6]), torch.tensor([2, 1]), **kwargs
+    )
+    assert m.num_valid == 1 and math.isnan(float(m.average_precision[0])) and m.average_precision[1] == 1.0
+
+
+def test_llcm_rule_removes_same_identity_same_camera_only():
+    d = torch.tensor([[0.1, 0.2, 0.3]])
+    m = retrieval_metrics(
+        d,
+        torch.tensor([4]),
+        torch.tensor([4, 8, 4]),
+        torch.tensor([2]),
+        torch.tensor([2, 2, 5]),
+        exclude=exclude_same_identity_and_camera,
+        max_rank=3,
+    )
+    # Kept ranked list: id 8 (cam 2, other identity), id 4 (cam 5) -> first match at rank 2.
+    assert m.cmc.tolist()[:2] == [0.0, 1.0] and m.mAP == pytest.approx(0.5)
+
+
+def test_max_rank_larger_than_gallery():
+    m = retrieval_metrics(torch.tensor([[0.2, 0.1]]), torch.tensor([1]), torch.tensor([1, 2]), max_rank=20)
+    assert m.cmc.shape == (2,) and m.cmc.tolist() == [0.0, 1.0]
+
+
+def test_chunk_sizes_agree_on_a_larger_case():
+    g = torch.Generator().manual_seed(0)
+    d = torch.randint(0, 5, (300, 80), generator=g).float()  # many ties
+    q_ids, g_ids = torch.randint(0, 20, (300,), generator=g), torch.randint(0, 20, (80,), generator=g)
+    q_cams, g_cams = torch.randint(1, 7, (300,), generator=g), torch.randint(1, 7, (80,), generator=g)
+    kw = {"exclude": exclude_same_identity_and_camera}
+    a = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=1, **kw)
+    b = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=10_000, **kw)
+    assert torch.equal(a.cmc, b.cmc) and torch.equal(a.cmc_dedup, b.cmc_dedup)
+    assert a.num_valid == b.num_valid
+    torch.testing.assert_close(a.average_precision, b.average_precision, equal_nan=True, rtol=0, atol=0)
+    # mINP is a running float sum over chunks: equal up to the last bits.
+    assert a.mAP == pytest.approx(b.mAP, abs=1e-14) and a.mINP == pytest.approx(b.mINP, abs=1e-14)
+    expected = reference_metrics(
+        d.tolist(), q_ids.tolist(), g_ids.tolist(), q_cams.tolist(), g_cams.tolist(), RULES["same_id_cam"][1], 20
+    )
+    assert_matches_reference(a, expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(1)
+    d = torch.randint(0, 6, (64, 40), generator=g).float()
+    q_ids, g_ids = torch.randint(0, 8, (64,), generator=g), torch.randint(0, 8, (40,), generator=g)
+    q_cams, g_cams = torch.randint(1, 7, (64,), generator=g), torch.randint(1, 7, (40,), generator=g)
+    cpu = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, exclude=exclude_sysu_indoor_camera)
+    gpu = retrieval_metrics(
+        d.cuda(), q_ids.cuda(), g_ids.cuda(), q_cams.cuda(), g_cams.cuda(), exclude=exclude_sysu_indoor_camera
+    )
+    assert gpu.cmc.device.type == "cuda"
+    assert torch.equal(cpu.cmc, gpu.cmc.cpu()) and torch.equal(cpu.cmc_dedup, gpu.cmc_dedup.cpu())
+    assert cpu.mAP == pytest.approx(gpu.mAP, abs=1e-12) and cpu.mINP == pytest.approx(gpu.mINP, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"distances": [[0.1]]}, TypeError, "`distances`"),
+        ({"distances": torch.zeros(3)}, ValueError, "`distances`"),
+        ({"query_ids": torch.tensor([1, 2, 3])}, ValueError, "`query_ids`"),
+        ({"gallery_ids": torch.tensor([[1, 2]])}, ValueError, "`gallery_ids`"),
+        ({"exclude": exclude_same_camera, "query_cams": None}, ValueError, "`query_cams`"),
+        ({"exclude": exclude_same_camera, "gallery_cams": torch.tensor([1])}, ValueError, "`gallery_cams`"),
+        ({"exclude": exclude_same_camera, "query_cams": [1, 2]}, TypeError, "`query_cams`"),
+        ({"max_rank": 0}, ValueError, "`max_rank`"),
+        ({"chunk_size": 0}, ValueError, "`chunk_size`"),
+    ],
+)
+def test_exception(kwargs, error, match):
+    args = {
+        "distances": torch.rand(2, 2),
+        "query_ids": torch.tensor([1, 2]),
+        "gallery_ids": torch.tensor([1, 2]),
+        "query_cams": torch.tensor([1, 1]),
+        "gallery_cams": torch.tensor([2, 2]),
+    } | kwargs
+    positional = [args.pop(k) for k in ("distances", "query_ids", "gallery_ids", "query_cams", "gallery_cams")]
+    with pytest.raises(error, match=match):
+        retrieval_metrics(*positional, **args)
