@@ -34,20 +34,20 @@ from .protocols import (
 from .rerank import k_reciprocal_rerank
 
 __all__ = [
-    "PROTOCOLS",
-    "SYSU_INFRARED_CAMERAS",
-    "SYSU_VISIBLE_CAMERAS",
     "CMCDefinition",
     "Direction",
     "EvaluationProtocol",
     "ExclusionRule",
     "FlipMode",
     "LLCMProtocol",
+    "PROTOCOLS",
     "ProtocolResult",
     "RegDBProtocol",
     "RetrievalMetrics",
     "SYSUPermutation",
     "SYSUProtocol",
+    "SYSU_INFRARED_CAMERAS",
+    "SYSU_VISIBLE_CAMERAS",
     "TrialResult",
     "TrialSelection",
     "build_protocol",
