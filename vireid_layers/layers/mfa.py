@@ -87,9 +87,11 @@ class _SpatialAggregation(nn.Module):
             y = torch.matmul(q, torch.matmul(k, v)) / k.shape[-1]  # (B, N_h/r, C')
             y = y.transpose(1, 2).reshape(theta.shape)
         else:
-            q = theta.flatten(2).transpose(1, 2)  # (B, N_h, C'/r)
-            k = phi.flatten(2).transpose(1, 2)  # (B, N_l, C'/r)
-            v = g.flatten(2).transpose(1, 2)
+            # Contiguous (B, N, C'/r) operands let SDPA pick its fused (flash) kernel instead of the math path
+            # that materialises the N_h x N_l matrix.
+            q = theta.flatten(2).transpose(1, 2).contiguous()  # (B, N_h, C'/r)
+            k = phi.flatten(2).transpose(1, 2).contiguous()  # (B, N_l, C'/r)
+            v = g.flatten(2).transpose(1, 2).contiguous()
             y = F.scaled_dot_product_attention(q, k, v, scale=1.0)
             y = y.transpose(1, 2).reshape(theta.shape)
         return self.W(y) + x_h
