@@ -1,0 +1,338 @@
+"""Tests of the training engine: learning, exact resume, atomic checkpoints, validation, DDP on gloo."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from vireid_layers import HardTripletLoss
+from vireid_layers.data import CrossModalityIdentitySampler, ImageSample
+from vireid_layers.engine import (
+    DEENSchedule,
+    Trainer,
+    deen_lr_factor,
+    deen_param_groups,
+    load_checkpoint,
+    save_checkpoint,
+)
+from vireid_layers.engine import checkpoint as checkpoint_module
+
+NUM_IDS, PER_ID = 6, 4  # identities, images per identity and modality
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _restore_determinism() -> object:
+    """``Trainer(deterministic=True)`` switches a process-wide flag; give the rest of the session its old value."""
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    yield
+    torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+class NoisyImages(Dataset):
+    """Fixed random "images" per identity plus fresh noise from the global torch RNG at every access."""
+
+    def __init__(self, noise: float = 0.1) -> None:
+        g = torch.Generator().manual_seed(123)
+        self.ids = torch.arange(NUM_IDS).repeat_interleave(2 * PER_ID)
+        self.mods = torch.tensor([0] * PER_ID + [1] * PER_ID).repeat(NUM_IDS)
+        centres = torch.randn(NUM_IDS, 3, 8, 4, generator=g)
+        self.images = centres[self.ids] + 0.5 * torch.randn(len(self.ids), 3, 8, 4, generator=g)
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> ImageSample:
+        image = self.images[i] + self.noise * torch.randn(3, 8, 4)  # consumes the global RNG (augmentation)
+        return ImageSample(image, int(self.ids[i]), 1 + int(self.mods[i]), int(self.mods[i]))
+
+
+class TinyNet(nn.Module):
+    """A two-stem embedding network small enough for millisecond steps."""
+
+    def __init__(self, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.stems = nn.ModuleList(nn.Linear(96, 32) for _ in range(2))
+        self.body = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 16))
+        self.classifier = nn.Linear(16, NUM_IDS)
+
+    def forward(self, images: Tensor, modalities: Tensor) -> tuple[Tensor, Tensor]:
+        x = images.flatten(1)
+        x = torch.where(modalities[:, None] == 0, self.stems[0](x), self.stems[1](x))
+        emb = self.body(x)
+        return emb, self.classifier(emb)
+
+
+class TinyCriterion(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.triplet = HardTripletLoss(margin=0.3)
+
+    def forward(self, output: tuple[Tensor, Tensor], batch: ImageSample) -> dict[str, Tensor]:
+        emb, logits = output
+        return {"ce": F.cross_entropy(logits, batch.identity), "triplet": self.triplet(emb, batch.identity)}
+
+
+def make_loader(seed: int = 0, num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    data = NoisyImages()
+    sampler = CrossModalityIdentitySampler.from_labels(
+        data.ids, data.mods, 2, 2, epoch_length=3, seed=seed, num_replicas=num_replicas, rank=rank
+    )
+    return DataLoader(data, batch_sampler=sampler)
+
+
+def make_trainer(run_dir: Path | None, epochs: int, *, model_seed: int = 0, **kwargs) -> Trainer:
+    torch.manual_seed(model_seed)
+    model = TinyNet(**kwargs.pop("model_kwargs", {}))
+    optimizer = torch.optim.SGD(deen_param_groups(model, 0.1), lr=0.1, momentum=0.9, nesterov=True)
+    return Trainer(
+        model,
+        TinyCriterion(),
+        optimizer,
+        DEENSchedule(warmup_epochs=2, milestones=(3,)),
+        make_loader(),
+        device="cpu",
+        run_dir=run_dir,
+        epochs=epochs,
+        log_every=1,
+        progress=False,
+        deterministic=True,
+        **kwargs,
+    )
+
+
+def test_schedule_official_values() -> None:
+    assert [deen_lr_factor(e) for e in (0, 4, 9, 10, 19)] == [0.1, 0.5, 1.0, 1.0, 1.0]
+    assert deen_lr_factor(20) == pytest.approx(0.1) and deen_lr_factor(79) == pytest.approx(0.1)
+    assert deen_lr_factor(80) == pytest.approx(0.01) and deen_lr_factor(150) == pytest.approx(0.01)
+    groups = deen_param_groups(TinyNet(), 0.1)
+    assert [g["base_lr"] for g in groups] == [pytest.approx(0.01), 0.1]
+
+
+def test_short_run_lowers_loss_and_writes_run_dir(tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, epochs=4, model_kwargs={"dropout": 0.0})
+    result = trainer.fit()
+    first, last = result.history[0]["total"], result.history[-1]["total"]
+    assert last < first
+    for name in ("config.json", "env.json", "train.log", "metrics.csv", "metrics.jsonl", "last.pt"):
+        assert (tmp_path / name).is_file(), name
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"ce", "triplet", "total", "lr", "epoch", "step"} <= set(header)
+    assert "plots skipped" in (tmp_path / "train.log").read_text() or (tmp_path / "plots").is_dir()
+
+
+def test_resume_is_bit_exact(tmp_path: Path) -> None:
+    full = make_trainer(tmp_path / "full", epochs=4)
+    full.fit()
+    reference = {k: v.clone() for k, v in full.module.state_dict().items()}
+
+    first = make_trainer(tmp_path / "cut", epochs=2)
+    first.fit()
+    # A fresh process would rebuild everything: different initial weights and RNG prove the state is restored.
+    torch.manual_seed(999)
+    second = make_trainer(tmp_path / "cut", epochs=4, model_seed=7)
+    result = second.fit(resume=tmp_path / "cut" / "last.pt")
+    assert result.epochs == 4
+    resumed = second.module.state_dict()
+    for key, value in reference.items():
+        assert torch.equal(value, resumed[key]), key
+    assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
+    make_trainer(tmp_path, epochs=1).fit()
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scaler", "sampler", "rng", "epoch", "scheduler"} <= set(state)
+    assert state["epoch"] == 1 and state["sampler"]["epoch"] == 0
+    assert {"torch", "numpy", "python", "cuda"} <= set(state["rng"])
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def broken_save(obj: object, f: object) -> None:
+        f.write(b"PK\x03\x04 partial bytes")  # type: ignore[attr-defined]
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_sigkill_during_write_keeps_previous_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "w": torch.ones(3)}, path)
+    script = textwrap.dedent(
+        f"""
+        import time, torch
+        from vireid_layers.engine import checkpoint
+        real_save = torch.save
+        def slow_save(obj, f):
+            f.write(b"partial")
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+            real_save(obj, f)
+        checkpoint.torch.save = slow_save
+        checkpoint.save_checkpoint({{"epoch": 2, "w": torch.zeros(3)}}, {str(path)!r})
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"amp": "fp8"}, "`amp` must be one of"),
+        ({"epochs": 0}, "`epochs` must be an int >= 1"),
+        ({"grad_clip": -1.0}, "`grad_clip` must be a positive number"),
+        ({"select_on": "train"}, "`select_on` must be one of"),
+    ],
+)
+def test_bad_trainer_configuration_fails_early(kwargs: dict, match: str) -> None:
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=match):
+        Trainer(model, TinyCriterion(), optimizer, None, make_loader(), device="cpu", **kwargs)
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("train_deen_example", ROOT / "examples" / "train_deen.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--dataset", "market"], "--dataset must be one of"),
+        (["--dataset", "sysu"], "--root is required"),
+        (["--dataset", "sysu", "--root", "/nonexistent/sysu"], "does not exist"),
+        (["--height", "200", "--width", "72"], "odd number of positions"),
+        (["--lr", "-1"], "--lr must be > 0"),
+    ],
+)
+def test_example_rejects_bad_configuration(argv: list[str], match: str) -> None:
+    example = _load_example()
+    with pytest.raises(ValueError, match=match):
+        example.validate_config(example.parse_config(argv))
+
+
+def test_example_recipe_defaults() -> None:
+    example = _load_example()
+    cfg = example.parse_config(["--dataset", "sysu", "--root", str(ROOT), "--lambda-ort", "0.1"])
+    assert (cfg.backbone, cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (
+        "resnet50",
+        384,
+        144,
+        6,
+        4,
+    )
+    assert (cfg.lr, cfg.epochs, cfg.lambda_cpm, cfg.lambda_ort, cfg.margin) == (0.1, 151, 0.8, 0.1, 0.3)
+    assert example.validate_config(cfg) is cfg
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = TinyNet(dropout=0.0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        trainer = Trainer(
+            model, TinyCriterion(), optimizer, None, make_loader(num_replicas=world_size, rank=rank), device="cpu"
+        )
+        batch = next(iter(trainer.train_loader))
+        values = trainer.train_step(batch)
+        torch.save(
+            {"values": values, "batch": tuple(batch), "state": trainer.module.state_dict()},
+            Path(out_dir) / f"rank{rank}.pt",
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_ddp_gloo_matches_single_process(tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["values"]["total"] == pytest.approx(ranks[1]["values"]["total"], abs=0, rel=1e-6)
+    # The same global batch in one process.
+    images = torch.cat([r["batch"][0] for r in ranks])
+    labels = torch.cat([r["batch"][1] for r in ranks])
+    modalities = torch.cat([r["batch"][3] for r in ranks])
+    torch.manual_seed(0)
+    model = TinyNet(dropout=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    terms = TinyCriterion()(model(images, modalities), ImageSample(images, labels, labels, modalities))
+    total = sum(terms.values())
+    assert float(total.detach()) == pytest.approx(ranks[0]["values"]["total"], rel=1e-5)
+    optimizer.zero_grad()
+    total.backward()
+    optimizer.step()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(ranks[0]["state"][key], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ranks[1]["state"][key], value, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"amp": "bf16"},
+        {"amp": "fp16"},
+        {"channels_last": True, "grad_clip": 1.0},
+        {"compile": {"backend": "eager"}},
+    ],
+    ids=["bf16", "fp16-scaler", "channels_last-clip", "compile-eager"],
+)
+def test_precision_and_layout_flags(tmp_path: Path, kwargs: dict) -> None:
+    trainer = make_trainer(tmp_path, epochs=1, **kwargs)
+    result = trainer.fit()
+    assert all(torch.isfinite(torch.tensor(h["total"])) for h in result.history)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state["model"])
+    if kwargs.get("amp") == "fp16":
+        assert state["scaler"] and "scale" in state["scaler"]
+    if "grad_clip" in kwargs:
+        assert result.history[0]["grad_norm"] > 0
