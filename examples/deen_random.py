@@ -94,9 +94,7 @@ def main() -> None:
     print(f"batch: {args.identities} identities x {args.instances} images x 2 modalities (shuffled order)")
     print(f"{'step':>4} {'ce':>8} {'triplet':>8} {'cpm':>8} {'ort':>9} {'total':>8} {'time':>7}")
     for step in range(1, args.steps + 1):
-        images, labels, modalities = random_batch(
-            args.identities, args.instances, args.height, args.width, generator
-        )
+        images, labels, modalities = random_batch(args.identities, args.instances, args.height, args.width, generator)
         images, labels, modalities = images.to(device), labels.to(device), modalities.to(device)
         targets = (labels - 100) // 7  # the random labels are 100, 107, ...: class indices for the classifier
         start = time.perf_counter()
