@@ -63,7 +63,7 @@ def wrt_loss(
     Examples:
         >>> x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [3.0, 1.0]])
         >>> wrt_loss(x, torch.tensor([0, 0, 1, 1]))
-        tensor(0.1314)
+        tensor(0.0917)
     """
     embeddings = check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
