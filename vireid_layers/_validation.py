@@ -15,6 +15,7 @@ from torch import Tensor
 __all__ = [
     "check_choice",
     "check_embeddings",
+    "check_int",
     "check_labels",
     "check_modalities",
     "check_positive",
@@ -77,6 +78,15 @@ def check_modalities(modalities: object, n: int, name: str = "modalities") -> Te
             values = sorted({int(v) for v in modalities[bad].unique().tolist()})
             raise ValueError(f"`{name}` must hold only 0 (visible) and 1 (infrared), got values {values}")
     return modalities
+
+
+def check_int(value: object, name: str, *, minimum: int = 1) -> int:
+    """Check an integer hyperparameter (``bool`` is rejected) that must be ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return value
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:

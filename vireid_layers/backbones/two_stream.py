@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.layers import BlurPool2d, Conv2dSame
 from torch import Tensor, nn
 
-from .._validation import check_modalities, check_shape
+from .._validation import check_int, check_modalities, check_shape
 from ..modality import Modality, merge_by_modality, split_by_modality
 
 __all__ = ["TwoStreamBackbone", "build_two_stream_backbone"]
@@ -102,15 +102,15 @@ class TwoStreamBackbone(nn.Module):
         if not stages:
             raise ValueError("`stages` must hold at least one module, got none")
         for value, arg in ((stem_channels, "stem_channels"), (stem_reduction, "stem_reduction")):
-            _check_positive_int(value, arg)
-        _check_positive_int(in_chans, "in_chans")
+            check_int(value, arg)
+        check_int(in_chans, "in_chans")
         for values, arg in ((channels, "channels"), (reductions, "reductions")):
             if len(values) != len(stages):
                 raise ValueError(
                     f"`{arg}` must have one entry per stage ({len(stages)}), got {len(values)}: {list(values)}"
                 )
             for value in values:
-                _check_positive_int(value, arg)
+                check_int(value, arg)
         self.visible_stem = stem
         self.infrared_stem = copy.deepcopy(stem) if infrared_stem is None else infrared_stem
         self.stages = nn.ModuleList(stages)
@@ -351,7 +351,7 @@ def build_two_stream_backbone(
         raise TypeError(f"`last_stride` must be an int, got {type(last_stride).__name__} {last_stride!r}")
     if last_stride not in (1, 2):
         raise ValueError(f"`last_stride` must be 1 or 2, got {last_stride}")
-    _check_positive_int(in_chans, "in_chans")
+    check_int(in_chans, "in_chans")
     checkpoint = _check_pretrained(pretrained)
     reserved = sorted(set(timm_kwargs) & set(_RESERVED_TIMM_KWARGS))
     if reserved:
@@ -433,14 +433,6 @@ class _SamePaddedConv2d(nn.Conv2d):
         mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
         x = F.pad(x, self._pad(), mode=mode)
         return F.conv2d(x, self.weight, self.bias, 1, 0, self.dilation, self.groups)
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value}")
-    return value
 
 
 def _parse_modality(modality: object) -> Modality:

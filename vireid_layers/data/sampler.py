@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from .._validation import check_int
 from ..modality import Modality
 from .records import ImageRecord
 
@@ -37,14 +38,6 @@ EpochLength = Literal["official", "all_images"] | int
 
 _EPOCH_LENGTHS = ("official", "all_images")
 _STATE_KEYS = ("seed", "epoch", "num_yielded", "num_replicas", "num_global_batches")
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -284,29 +277,29 @@ class CrossModalityIdentitySampler(Sampler[list[int]]):
         rank: int | None = None,
         drop_last: bool = False,
     ) -> None:
-        self.num_identities = _check_int(num_identities, "num_identities", minimum=1)
-        self.num_instances = _check_int(num_instances, "num_instances", minimum=1)
+        self.num_identities = check_int(num_identities, "num_identities", minimum=1)
+        self.num_instances = check_int(num_instances, "num_instances", minimum=1)
         if not isinstance(replacement, bool):
             raise TypeError(f"`replacement` must be a bool, got {type(replacement).__name__} {replacement!r}")
         if not isinstance(drop_last, bool):
             raise TypeError(f"`drop_last` must be a bool, got {type(drop_last).__name__} {drop_last!r}")
         self.replacement = replacement
         self.drop_last = drop_last
-        self.seed = _check_int(seed, "seed", minimum=-(2**63))
+        self.seed = check_int(seed, "seed", minimum=-(2**63))
         if isinstance(epoch_length, str):
             if epoch_length not in _EPOCH_LENGTHS:
                 raise ValueError(
                     f"`epoch_length` must be one of {list(_EPOCH_LENGTHS)} or a positive int, got {epoch_length!r}"
                 )
         else:
-            _check_int(epoch_length, "epoch_length", minimum=1)
+            check_int(epoch_length, "epoch_length", minimum=1)
         self.epoch_length = epoch_length
 
         default_replicas, default_rank = _default_replicas()
-        self.num_replicas = _check_int(
+        self.num_replicas = check_int(
             default_replicas if num_replicas is None else num_replicas, "num_replicas", minimum=1
         )
-        self.rank = _check_int(default_rank if rank is None else rank, "rank", minimum=0)
+        self.rank = check_int(default_rank if rank is None else rank, "rank", minimum=0)
         if self.rank >= self.num_replicas:
             raise ValueError(f"`rank` must be in [0, num_replicas) = [0, {self.num_replicas}), got {self.rank}")
 
@@ -384,7 +377,7 @@ class CrossModalityIdentitySampler(Sampler[list[int]]):
         Changing the epoch starts it from its first batch; setting the epoch already current (for example the
         one restored by :meth:`load_state_dict`) keeps the position.
         """
-        epoch = _check_int(epoch, "epoch", minimum=0)
+        epoch = check_int(epoch, "epoch", minimum=0)
         if epoch != self.epoch:
             self.epoch = epoch
             self._num_yielded = 0
@@ -400,7 +393,7 @@ class CrossModalityIdentitySampler(Sampler[list[int]]):
             :math:`(W \cdot \mathrm{len}, 2PK)` ``int64`` tensor of dataset indices; rank :math:`r` yields rows
             :math:`r, r + W, \dots`.
         """
-        epoch = self.epoch if epoch is None else _check_int(epoch, "epoch", minimum=0)
+        epoch = self.epoch if epoch is None else check_int(epoch, "epoch", minimum=0)
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
         return torch.stack([self._draw_batch(generator) for _ in range(self.num_global_batches)])
 
@@ -482,10 +475,10 @@ class CrossModalityIdentitySampler(Sampler[list[int]]):
                     f"`state[{key!r}]` = {state[key]} does not match this sampler's {key} = {getattr(self, key)}: "
                     "the saved position refers to a different sequence of batches"
                 )
-        num_yielded = _check_int(int(state["num_yielded"]), "state['num_yielded']", minimum=0)
+        num_yielded = check_int(int(state["num_yielded"]), "state['num_yielded']", minimum=0)
         if num_yielded > len(self):
             raise ValueError(f"`state['num_yielded']` must be in [0, {len(self)}], got {num_yielded}")
-        self.epoch = _check_int(int(state["epoch"]), "state['epoch']", minimum=0)
+        self.epoch = check_int(int(state["epoch"]), "state['epoch']", minimum=0)
         self._num_yielded = num_yielded
         self._resume = True
 

@@ -56,6 +56,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
+from .._validation import check_int
+
 __all__ = [
     "CIFAR_MEAN",
     "GRAY_WEIGHTS",
@@ -115,14 +117,6 @@ def _check_generator(generator: object) -> torch.Generator | None:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
     return generator
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value}")
-    return value
 
 
 def _is_plain_tensor(x: Any) -> bool:
@@ -191,9 +185,9 @@ def random_erasing_params(
     r_lo, r_hi = _check_range(ratio, "ratio", low=0.0)
     if r_lo <= 0:
         raise ValueError(f"`ratio` must be positive, got {ratio!r}")
-    height = _check_positive_int(height, "height")
-    width = _check_positive_int(width, "width")
-    attempts = _check_positive_int(attempts, "attempts")
+    height = check_int(height, "height")
+    width = check_int(width, "width")
+    attempts = check_int(attempts, "attempts")
     u = torch.rand(2, attempts, generator=generator, dtype=torch.float64)
     area = height * width * (lo + (hi - lo) * u[0])
     aspect = r_lo + (r_hi - r_lo) * u[1]
@@ -328,7 +322,7 @@ class RandomErasingFill(_TensorTransform):
             self.fill = tuple(float(v) for v in fill)
         else:
             raise TypeError(f"`fill` must be a number or a non-empty sequence of numbers, got {fill!r}")
-        self.attempts = _check_positive_int(attempts, "attempts")
+        self.attempts = check_int(attempts, "attempts")
         self.generator = _check_generator(generator)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
@@ -665,9 +659,7 @@ def register_pipeline(
         raise ValueError(f"training pipeline {name!r} is already registered")
     if not callable(build):
         raise TypeError(f"`build` must be callable, got {type(build).__name__}")
-    TRAIN_PIPELINES[name] = TrainPipeline(
-        build, _check_positive_int(height, "height"), _check_positive_int(width, "width"), description
-    )
+    TRAIN_PIPELINES[name] = TrainPipeline(build, check_int(height, "height"), check_int(width, "width"), description)
 
 
 def build_train_transform(name: str, *, height: int | None = None, width: int | None = None) -> Callable[[Any], Tensor]:
@@ -696,8 +688,8 @@ def build_train_transform(name: str, *, height: int | None = None, width: int | 
     if name not in TRAIN_PIPELINES:
         raise ValueError(f"unknown training pipeline {name!r}; registered pipelines: {sorted(TRAIN_PIPELINES)}")
     spec = TRAIN_PIPELINES[name]
-    height = spec.height if height is None else _check_positive_int(height, "height")
-    width = spec.width if width is None else _check_positive_int(width, "width")
+    height = spec.height if height is None else check_int(height, "height")
+    width = spec.width if width is None else check_int(width, "width")
     return spec.build(height, width)
 
 
@@ -723,8 +715,8 @@ def build_test_transform(
         >>> build_test_transform(288, 144)(PIL.Image.new("L", (50, 100))).shape
         torch.Size([3, 288, 144])
     """
-    height = _check_positive_int(height, "height")
-    width = _check_positive_int(width, "width")
+    height = check_int(height, "height")
+    width = check_int(width, "width")
     return v2.Compose(
         [
             v2.ToPILImage(),

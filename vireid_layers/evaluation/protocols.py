@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._validation import check_choice, check_shape
+from .._validation import check_choice, check_int, check_shape
 from ..data.records import ImageRecord, VIReIDDataset
 from ..modality import Modality
 from .metrics import (
@@ -577,14 +577,6 @@ def _check_trials(trials: Iterable[int] | None, default: int) -> list[int]:
     return out
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value}")
-    return value
-
-
 class EvaluationProtocol(abc.ABC):
     """The interface shared by :class:`SYSUProtocol`, :class:`RegDBProtocol` and :class:`LLCMProtocol`.
 
@@ -838,9 +830,9 @@ class SYSUProtocol(EvaluationProtocol):
 
     def __post_init__(self) -> None:
         check_choice(self.mode, "mode", ("all", "indoor"))
-        _check_positive_int(self.shots, "shots")
+        check_int(self.shots, "shots")
         check_choice(self.gallery_sampling, "gallery_sampling", ("seeded", "official"))
-        _check_positive_int(self.num_trials, "num_trials")
+        check_int(self.num_trials, "num_trials")
         check_choice(self.reported_cmc, "reported_cmc", ("dedup", "standard"))
         object.__setattr__(self, "direction", Direction.parse(self.direction))
         has_perm = self.permutation_file is not None or self.permutation is not None
@@ -1059,7 +1051,7 @@ class LLCMProtocol(EvaluationProtocol):
                 "`official_vis_to_ir_compat=True` reproduces the official 'VIS to IR' mode and needs "
                 f"direction='visible_to_infrared', got {self.direction.value!r}"
             )
-        _check_positive_int(self.num_trials, "num_trials")
+        check_int(self.num_trials, "num_trials")
         check_choice(self.reported_cmc, "reported_cmc", ("dedup", "standard"))
 
     @classmethod

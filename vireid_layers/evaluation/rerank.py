@@ -16,17 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import check_embeddings, check_probability
+from .._validation import check_embeddings, check_int, check_probability
 
 __all__ = ["k_reciprocal_rerank"]
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
 
 
 def _rows(total: int, per_row: int, budget: int) -> int:
@@ -140,10 +132,10 @@ def k_reciprocal_rerank(
         )
     if query.device != gallery.device:
         raise ValueError(f"`query` and `gallery` must be on the same device, got {query.device} and {gallery.device}")
-    k1 = _check_int(k1, "k1", 1)
-    k2 = _check_int(k2, "k2", 1)
+    k1 = check_int(k1, "k1", minimum=1)
+    k2 = check_int(k2, "k2", minimum=1)
     lambda_value = check_probability(lambda_value, "lambda_value")
-    chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
 
     dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
     num_q, num_g = query.shape[0], gallery.shape[0]
