@@ -7,6 +7,7 @@ so they are cheap; the value check on modalities is skipped while tracing with `
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -81,12 +82,15 @@ def check_modalities(modalities: object, n: int, name: str = "modalities") -> Te
 
 
 def check_int(value: object, name: str, *, minimum: int = 1) -> int:
-    """Check an integer hyperparameter (``bool`` is rejected) that must be ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Check an integer hyperparameter that must be ``>= minimum``; returns it as a Python ``int``.
+
+    Any :class:`numbers.Integral` (``int``, NumPy integers) is accepted; ``bool`` is rejected.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
+    return int(value)
 
 
 def check_positive(value: float, name: str, *, allow_zero: bool = False) -> float:
