@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from vireid_layers import CPMLoss, HardTripletLoss, Modality, OrthogonalLoss
+from vireid_layers import Modality
 from vireid_layers.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -56,7 +55,7 @@ from vireid_layers.evaluation import (
     evaluate_protocol,
     extract_features,
 )
-from vireid_layers.models.deen import DEEN, DEENOutput
+from vireid_layers.models import DEEN, DEENCriterion, DEENOutput
 
 DATASETS = ("synthetic", "sysu", "regdb", "llcm")
 SYNTHETIC_CACHE = Path.home() / ".cache" / "vireid_layers"  # the synthetic dataset goes to synthetic-{H}x{W}/
@@ -158,40 +157,6 @@ class DEENConfig:
 
 
 # ------------------------------------------------------------------------------------------------ the losses
-
-
-class DEENCriterion(nn.Module):
-    """DEEN's loss terms, logged separately: cross-entropy, triplet, CPM and orthogonal.
-
-    ``total`` weights them as the official ``train.py``: ``ce + triplet + lambda_cpm * cpm + lambda_ort * ort``
-    (``cpm`` is already summed over the DEE branches, as the official two CPM calls). Losses are computed in
-    float32 whatever the autocast dtype.
-    """
-
-    def __init__(
-        self, *, lambda_cpm: float, lambda_ort: float, margin: float, cpm_margin: float, lambda_triplet: float = 1.0
-    ) -> None:
-        super().__init__()
-        self.weights = {"ce": 1.0, "triplet": lambda_triplet, "cpm": lambda_cpm, "ort": lambda_ort}
-        self.triplet = HardTripletLoss(margin=margin)
-        self.cpm = CPMLoss(margin=cpm_margin)
-        self.orthogonal = OrthogonalLoss()
-
-    def forward(self, out: DEENOutput, batch: Any) -> dict[str, Tensor]:
-        """The unweighted terms of one (possibly globally gathered) batch."""
-        labels, modalities = batch.identity, batch.modality
-        pooled, generated = out.pooled.float(), out.generated.float()
-        rows = out.per_row(labels)
-        return {
-            "ce": F.cross_entropy(out.logits.float(), rows),
-            "triplet": self.triplet(pooled, rows),
-            "cpm": self.cpm(out.original.float(), generated, labels, modalities),
-            "ort": self.orthogonal(generated),
-        }
-
-    def total(self, terms: dict[str, Tensor]) -> Tensor:
-        """The weighted sum the optimiser minimises."""
-        return sum(self.weights[k] * v for k, v in terms.items())  # type: ignore[return-value]
 
 
 def gather_deen(out: DEENOutput, batch: Any) -> tuple[DEENOutput, Any]:

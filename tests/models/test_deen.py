@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vireid_layers import CPMLoss, HardTripletLoss, Modality, OrthogonalLoss, TwoStreamBackbone
-from vireid_layers.models import DEEN, DEENOutput
+from vireid_layers.data import ImageSample
+from vireid_layers.models import DEEN, DEENCriterion, DEENOutput
 
 MIXED = torch.tensor([0, 1, 1, 0])
 
@@ -270,6 +271,45 @@ def test_losses_and_gradients() -> None:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
     # The zero-initialised MFA output BatchNorms get a gradient, so the blocks can leave the identity.
     assert all(m.channel.W[1].weight.grad.abs().sum() > 0 for m in model.mfa)
+
+
+def test_criterion_terms_and_weighted_total() -> None:
+    model = tiny_deen().train()
+    labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    modalities = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+    x = images(8)
+    torch.manual_seed(1)
+    out = model(x, modalities)
+    criterion = DEENCriterion(lambda_triplet=0.5, lambda_cpm=0.8, lambda_ort=0.01, margin=0.4, cpm_margin=0.1)
+    terms = criterion(out, ImageSample(x, labels, labels, modalities))
+    expected = {
+        "ce": F.cross_entropy(out.logits, out.per_row(labels)),
+        "triplet": HardTripletLoss(margin=0.4)(out.pooled, out.per_row(labels)),
+        "cpm": CPMLoss(margin=0.1)(out.original, out.generated, labels, modalities),
+        "ort": OrthogonalLoss()(out.generated),
+    }
+    assert terms.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(terms[key], value, msg=key)
+    total = expected["ce"] + 0.5 * expected["triplet"] + 0.8 * expected["cpm"] + 0.01 * expected["ort"]
+    torch.testing.assert_close(criterion.total(terms), total)
+    assert "lambda_cpm=0.8" in repr(criterion)
+
+
+def test_criterion_is_float32_under_bf16_autocast() -> None:
+    model = tiny_deen().train()
+    labels, modalities = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    x = images(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, modalities)
+    terms = DEENCriterion()(out, ImageSample(x, labels, labels, modalities))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [({"lambda_cpm": -1.0}, ValueError), ({"lambda_ort": "0.1"}, TypeError)])
+def test_criterion_rejects_bad_weights(kwargs: dict, error: type) -> None:
+    with pytest.raises(error, match=next(iter(kwargs))):
+        DEENCriterion(**kwargs)
 
 
 def test_init() -> None:

@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_shape
+from .._validation import check_choice, check_positive, check_shape
 from ..backbones.two_stream import TwoStreamBackbone, build_two_stream_backbone
 from ..layers.dee import DEE
 from ..layers.mfa import MFA, MFAForm
+from ..losses.cpm import CPMLoss
+from ..losses.orthogonal import OrthogonalLoss
+from ..losses.triplet import HardTripletLoss
 from ..modality import Modality
 
-__all__ = ["DEEN", "DEENOutput", "DEENVariant", "EmbedMode"]
+__all__ = ["DEEN", "DEENCriterion", "DEENOutput", "DEENVariant", "EmbedMode"]
 
 DEENVariant = Literal["sysu", "regdb"]
 EmbedMode = Literal["plain", "official"]
@@ -328,6 +331,88 @@ class DEEN(nn.Module):
         for i in range(len(self.mfa), self.backbone.num_stages):
             x = self.backbone.forward_stage(i, x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+
+class DEENCriterion(nn.Module):
+    r"""DEEN's training objective as named terms: identity, triplet, CPM and orthogonal losses.
+
+    The official ``train.py`` of :cite:`zhang2023deen` minimises
+
+    .. math::
+
+        \mathcal L = \mathcal L_{id} + \lambda_{tri} \mathcal L_{tri} + \lambda_{cpm} \mathcal L_{cpm}
+            + \lambda_{ort} \mathcal L_{ort},
+
+    with :math:`\mathcal L_{id}` the cross-entropy of ``out.logits`` on every row, :math:`\mathcal L_{tri}` the
+    batch-hard triplet loss (:class:`~vireid_layers.HardTripletLoss`) on ``out.pooled`` (all
+    :math:`(1 + K) N` rows), :math:`\mathcal L_{cpm}` the CPM loss (:class:`~vireid_layers.CPMLoss`, summed over
+    the DEE branches as the official two calls) and :math:`\mathcal L_{ort}` the orthogonal loss
+    (:class:`~vireid_layers.OrthogonalLoss`) of the generated embeddings; :math:`\lambda_{tri} = 1`,
+    :math:`\lambda_{cpm} = 0.8`, :math:`\lambda_{ort} = 0.01` officially.
+
+    :meth:`forward` returns the *unweighted* terms (so that each is logged on its own scale) and
+    :meth:`total` their weighted sum, the interface :class:`~vireid_layers.engine.Trainer` expects. Every term
+    is computed in float32 whatever the autocast dtype of the model.
+
+    Args:
+        lambda_triplet: weight of the triplet loss.
+        lambda_cpm: weight of the CPM loss.
+        lambda_ort: weight of the orthogonal loss.
+        margin: triplet margin (official 0.3).
+        cpm_margin: CPM margin (official 0.2).
+
+    Shape:
+        - ``out``: a :class:`DEENOutput` of :math:`N` images.
+        - ``labels``, ``modalities``: :math:`(N,)`, passed as the ``identity`` and ``modality`` fields of
+          ``batch`` (an :class:`~vireid_layers.data.ImageSample` or any object with those attributes).
+        - Output: ``{"ce", "triplet", "cpm", "ort"}`` scalars.
+
+    Examples:
+        >>> from vireid_layers.data import ImageSample
+        >>> model, criterion = DEEN(4, backbone="resnet18"), DEENCriterion()
+        >>> images = torch.randn(8, 3, 64, 32)
+        >>> labels, modalities = torch.arange(4).repeat(2), torch.tensor([0] * 4 + [1] * 4)
+        >>> terms = criterion(model(images, modalities), ImageSample(images, labels, labels, modalities))
+        >>> sorted(terms), criterion.total(terms).shape
+        (['ce', 'cpm', 'ort', 'triplet'], torch.Size([]))
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_triplet: float = 1.0,
+        lambda_cpm: float = 0.8,
+        lambda_ort: float = 0.01,
+        margin: float = 0.3,
+        cpm_margin: float = 0.2,
+    ) -> None:
+        super().__init__()
+        for name, value in (("lambda_triplet", lambda_triplet), ("lambda_cpm", lambda_cpm), ("lambda_ort", lambda_ort)):
+            check_positive(value, name, allow_zero=True)
+        self.weights = {"ce": 1.0, "triplet": lambda_triplet, "cpm": lambda_cpm, "ort": lambda_ort}
+        self.triplet = HardTripletLoss(margin=margin)
+        self.cpm = CPMLoss(margin=cpm_margin)
+        self.orthogonal = OrthogonalLoss()
+
+    def extra_repr(self) -> str:
+        """The loss weights."""
+        return ", ".join(f"lambda_{k}={v}" for k, v in self.weights.items() if k != "ce")
+
+    def forward(self, out: DEENOutput, batch: Any) -> dict[str, Tensor]:
+        """The unweighted loss terms of one (possibly DDP-gathered) batch."""
+        labels, modalities = batch.identity, batch.modality
+        pooled, generated = out.pooled.float(), out.generated.float()
+        rows = out.per_row(labels)
+        return {
+            "ce": F.cross_entropy(out.logits.float(), rows),
+            "triplet": self.triplet(pooled, rows),
+            "cpm": self.cpm(out.original.float(), generated, labels, modalities),
+            "ort": self.orthogonal(generated),
+        }
+
+    def total(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """The weighted sum the optimiser minimises."""
+        return sum(self.weights[k] * v for k, v in terms.items())  # type: ignore[return-value]
 
 
 def _resolve_backbone(
