@@ -79,6 +79,49 @@ class VIReIDDataset:
         """Number of training identities :math:`C`."""
         return len({r.identity for r in self.train})
 
+    def hold_out(self, identities: Iterable[int]) -> tuple[VIReIDDataset, VIReIDDataset]:
+        """Split a validation set off the training identities, for model selection without the test set.
+
+        Args:
+            identities: *original* ids (values of :attr:`train_identities`) of the training identities to hold
+                out, e.g. SYSU-MM01's ``exp/val_id.txt``
+                (:func:`~vireid_layers.data.datasets.sysu.read_id_file`) or a seeded sample of
+                :attr:`train_identities`.
+
+        Returns:
+            ``(train, val)``. ``train`` is this dataset without the held-out identities, its training records
+            relabelled ``0..C'-1`` in increasing order of the original id and :attr:`train_identities` updated,
+            its ``test`` unchanged. ``val`` (named ``"<name>-val"``) has no training records and the held-out
+            records as its ``test`` split with their original ids, so that the dataset's evaluation protocol
+            (which draws queries and galleries from ``test``) runs on it unchanged.
+
+        Raises:
+            ValueError: ``identities`` is empty, names an id that is not a training identity, or would leave no
+                training identity.
+
+        Examples:
+            >>> rs = [ImageRecord(Path(f"{i}{c}.jpg"), i, c, Modality(c % 2)) for i in range(3) for c in (1, 2)]
+            >>> ds = VIReIDDataset("toy", Path("."), tuple(rs), (), train_identities=(10, 20, 30))
+            >>> train, val = ds.hold_out([20])
+            >>> train.train_identities, [r.identity for r in train.train], [r.identity for r in val.test]
+            ((10, 30), [0, 0, 1, 1], [20, 20])
+        """
+        held = set(identities)
+        if not held:
+            raise ValueError("`identities` must name at least one training identity, got none")
+        known = set(self.train_identities)
+        unknown = sorted(held - known)
+        if unknown:
+            raise ValueError(f"`identities` must be training identities of {self.name!r}, got unknown ids {unknown}")
+        if held == known:
+            raise ValueError("`identities` would hold out every training identity; keep at least one for training")
+        original = self.train_identities
+        kept = [r for r in self.train if original[r.identity] not in held]
+        val = tuple(replace(r, identity=original[r.identity]) for r in self.train if original[r.identity] in held)
+        relabelled, mapping = relabel(replace(r, identity=original[r.identity]) for r in kept)
+        train = replace(self, train=tuple(relabelled), train_identities=tuple(sorted(mapping)))
+        return train, VIReIDDataset(f"{self.name}-val", self.root, (), val, ())
+
     def select(
         self, records: Sequence[ImageRecord], *, modality: Modality | None = None, cameras: Iterable[int] | None = None
     ) -> list[ImageRecord]:
