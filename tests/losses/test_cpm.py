@@ -19,6 +19,8 @@ from strategies import (
     sampler_layout,
 )
 
+from vireid_layers.distances import first_occurrence
+from vireid_layers.losses import cpm as cpm_module
 from vireid_layers.losses.cpm import CPMLoss, cpm_loss
 
 DTYPES = [torch.float32, F64]
@@ -358,6 +360,55 @@ def test_modality_swap_symmetry(data: st.DataObject, form: str) -> None:
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+# ------------------------------------------------------------------------------------ the two slot layouts
+
+
+def test_identity_slots_eager_and_static(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eager mode numbers the P identities present; the static layout (compile) uses N first-occurrence slots."""
+    labels = torch.tensor([40, -7, 40, 9, -7, 9, 40])
+    slot, slots = cpm_module._identity_slots(labels)
+    assert slots == 3
+    assert torch.equal(slot, torch.tensor([2, 0, 2, 1, 0, 1, 2]))  # sorted identities -7, 9, 40
+    monkeypatch.setattr(cpm_module, "_use_static_slots", lambda: True)
+    slot, slots = cpm_module._identity_slots(labels)
+    assert slots == 7 and torch.equal(slot, first_occurrence(labels))
+
+
+@given(data=st.data(), form=FORMS, branches=BRANCHES)
+def test_static_slots_match_compact(data: st.DataObject, form: str, branches: int) -> None:
+    """The static N-slot layout that ``torch.compile`` traces gives the eager (compact) value and gradients."""
+    original, generated, labels, modalities = _split(
+        data.draw(pkm_batches(modalities="mixed", leading=(1 + branches,)))
+    )
+    o, g = _leaves(original, generated)
+    compact = cpm_loss(o, g, labels, modalities, form=form)
+    o_s, g_s = _leaves(original, generated)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cpm_module, "_use_static_slots", lambda: True)
+        static = cpm_loss(o_s, g_s, labels, modalities, form=form)
+    torch.testing.assert_close(static, compact, rtol=1e-5, atol=1e-6)
+    for a, e in zip(_grads(static, [o_s, g_s]), _grads(compact, [o, g]), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["official", "paper"])
+def test_static_slots_reference(monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    """The static layout on its own against the label-lookup reference (unequal counts, a one-modality id)."""
+    monkeypatch.setattr(cpm_module, "_use_static_slots", lambda: True)
+    g = torch.Generator().manual_seed(12)
+    labels = torch.tensor([90, -4, 90, 13, -4, 13, 90, 13, -4, 13, 90, 5])
+    modalities = torch.tensor([1, 0, 0, 1, 1, 0, 0, 1, 1, 0, 1, 0])
+    original, generated = grid_randn(12, 5, generator=g), grid_randn(2, 12, 5, generator=g)
+    o, gen = _leaves(original, generated)
+    expected = loop_cpm(o, gen, labels, modalities, margin=MARGINS[form], form=form)
+    o_lib, gen_lib = _leaves(original, generated)
+    actual = cpm_loss(o_lib, gen_lib, labels, modalities, margin=MARGINS[form], form=form)
+    assert expected > 0
+    assert_close_at(actual, expected, F64)
+    for a, e in zip(_grads(actual, [o_lib, gen_lib]), _grads(expected, [o, gen]), strict=True):
+        assert_close_at(a, e, F64)
 
 
 # ------------------------------------------------------------------------------------------ degenerate batches
