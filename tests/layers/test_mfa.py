@@ -453,6 +453,48 @@ def test_official_never_builds_position_matrix_backward() -> None:
     assert max(math.prod(shape) for _, shape in rec.shapes) < 2 * 144 * 144
 
 
+def test_paper_spatial_sdpa_operands_fit_the_fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spatial SDPA call gets contiguous 4-D (B, 1, N, C'/r) operands, the layout that the fused kernels of
+    the CPU and CUDA accept; transposed views (last-dimension stride != 1) fall back to the math kernel."""
+    calls: list[tuple[torch.Tensor, ...]] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append((q, k, v))
+        return sdpa(q, k, v, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    mfa = MFA(16, 8, stride=2, form="paper")
+    mfa(torch.randn(2, 16, 6, 4), torch.randn(2, 8, 12, 8))
+    assert len(calls) == 2  # the channel part, then the spatial part
+    for t, positions in zip(calls[1], (24, 96, 96), strict=True):
+        assert t.shape == (2, 1, positions, 4) and t.is_contiguous() and t.stride(-1) == 1
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_paper_never_builds_position_matrix_on_cpu(backward: bool) -> None:
+    """The paper form's spatial softmax attention runs in a fused kernel on the CPU: no (N_h x N_l) matrix in
+    the forward or the backward pass. The math kernel, forced here for contrast, builds it."""
+    n = 24 * 12
+    mfa = MFA(16, 8, form="paper")
+    with torch.no_grad():
+        mfa.spatial.W[1].weight.fill_(1.0)
+
+    def run() -> list[tuple[str, tuple[int, ...]]]:
+        x_h = torch.randn(2, 16, 24, 12, requires_grad=backward)
+        x_l = torch.randn(2, 8, 24, 12, requires_grad=backward)
+        with ShapeRecorder() as rec:
+            out = mfa(x_h, x_l)
+            if backward:
+                out.sum().backward()
+        return rec.shapes
+
+    with torch.nn.attention.sdpa_kernel([torch.nn.attention.SDPBackend.MATH]):
+        assert any(shape[-2:] == (n, n) for _, shape in run())  # the recorder can see it
+    shapes = run()
+    assert shapes and not any(shape[-2:] == (n, n) for _, shape in shapes), shapes
+
+
 # ------------------------------------------------------------------------------------------ size conditions
 
 

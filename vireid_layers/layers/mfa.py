@@ -87,12 +87,13 @@ class _SpatialAggregation(nn.Module):
             y = torch.matmul(q, torch.matmul(k, v)) / k.shape[-1]  # (B, N_h/r, C')
             y = y.transpose(1, 2).reshape(theta.shape)
         else:
-            # Contiguous (B, N, C'/r) operands let SDPA pick its fused (flash) kernel instead of the math path
-            # that materialises the N_h x N_l matrix.
-            q = theta.flatten(2).transpose(1, 2).contiguous()  # (B, N_h, C'/r)
-            k = phi.flatten(2).transpose(1, 2).contiguous()  # (B, N_l, C'/r)
-            v = g.flatten(2).transpose(1, 2).contiguous()
-            y = F.scaled_dot_product_attention(q, k, v, scale=1.0)
+            # The fused SDPA kernels (CPU flash, CUDA flash / memory-efficient) need 4-D (batch, heads, L, E)
+            # operands with a unit last-dimension stride; transposed views fall back to the math kernel, which
+            # materialises the (N_h x N_l) attention. One head of C'/r channels, made contiguous.
+            q = theta.flatten(2).transpose(1, 2).contiguous().unsqueeze(1)  # (B, 1, N_h, C'/r)
+            k = phi.flatten(2).transpose(1, 2).contiguous().unsqueeze(1)  # (B, 1, N_l, C'/r)
+            v = g.flatten(2).transpose(1, 2).contiguous().unsqueeze(1)
+            y = F.scaled_dot_product_attention(q, k, v, scale=1.0).squeeze(1)  # (B, N_h, C'/r)
             y = y.transpose(1, 2).reshape(theta.shape)
         return self.W(y) + x_h
 
