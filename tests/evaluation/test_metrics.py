@@ -1,8 +1,8 @@
 """retrieval_metrics against a plain per-query reference written from the definitions.
 
 The reference ranks each query's gallery with Python's ``sorted`` on ``(distance, gallery index)`` (the
-library's tie rule), drops the excluded items with plain predicates, and reads the standard CMC, the
-identity-deduplicated CMC, AP and INP off the kept list one position at a time.
+library's tie rule; NaN after +inf), drops the excluded items with plain predicates, and reads the standard
+CMC, the identity-deduplicated CMC, AP and INP off the kept list one position at a time.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from vireid_layers.evaluation import (
     exclude_sysu_indoor_camera_reversed,
     retrieval_metrics,
 )
+from vireid_layers.evaluation import metrics as metrics_module
 
 # The removal rules from their definitions, one (query, gallery) pair at a time.
 RULES = {
@@ -32,6 +33,11 @@ RULES = {
 }
 
 
+def _order(distance):
+    """Sort key of one distance: by value, -0.0 equal to 0.0, every NaN equal and after +inf (torch.sort's order)."""
+    return (1, 0.0) if math.isnan(distance) else (0, distance)
+
+
 def reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank):
     """Standard CMC, dedup CMC, per-query AP, mAP, mINP and the number of valid queries, loop by loop."""
     num_q, num_g = len(dist), len(dist[0]) if dist else 0
@@ -39,7 +45,7 @@ def reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank):
     cmc, dedup = [0] * length, [0] * length
     aps, inps, valid = [], [], 0
     for q in range(num_q):
-        order = sorted(range(num_g), key=lambda g, q=q: (dist[q][g], g))
+        order = sorted(range(num_g), key=lambda g, q=q: (_order(dist[q][g]), g))
         kept = [g for g in order if not removed(q_ids[q], q_cams[q], g_ids[g], g_cams[g])]
         matches = [g_ids[g] == q_ids[q] for g in kept]
         if not any(matches):
@@ -105,20 +111,30 @@ def retrieval_cases(draw):
     )
 
 
-@given(case=retrieval_cases(), chunk_size=st.sampled_from([1, 2, 4096]))
-def test_reference(case, chunk_size):
+@given(
+    case=retrieval_cases(),
+    chunk_size=st.sampled_from([1, 2, 4096]),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16]),
+    counted=st.booleans(),
+)
+def test_reference(case, chunk_size, dtype, counted):
+    # `counted`: ranks by one comparison pass per match (the usual path) or, forced here, by one sort per chunk
+    # (the path of queries with very many matches).
     dist, q_ids, g_ids, q_cams, g_cams, rule, max_rank = case
     exclude, removed = RULES[rule]
-    metrics = retrieval_metrics(
-        torch.tensor(dist),
-        torch.tensor(q_ids),
-        torch.tensor(g_ids),
-        torch.tensor(q_cams),
-        torch.tensor(g_cams),
-        exclude=exclude,
-        max_rank=max_rank,
-        chunk_size=chunk_size,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        if not counted:
+            patch.setattr(metrics_module, "_MAX_COUNTED_MATCHES", 0)
+        metrics = retrieval_metrics(
+            torch.tensor(dist, dtype=dtype),
+            torch.tensor(q_ids),
+            torch.tensor(g_ids),
+            torch.tensor(q_cams),
+            torch.tensor(g_cams),
+            exclude=exclude,
+            max_rank=max_rank,
+            chunk_size=chunk_size,
+        )
     expected = reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank)
     assert metrics.cmc.shape == (min(max_rank, len(g_ids)),)
     assert_matches_reference(metrics, expected)
@@ -188,6 +204,49 @@ def test_max_rank_larger_than_gallery():
     assert m.cmc.shape == (2,) and m.cmc.tolist() == [0.0, 1.0]
 
 
+def test_nan_and_signed_zero_distances():
+    # NaN (of either sign) ranks after +inf, all NaN tie (broken by gallery index); -0.0 ties with +0.0.
+    nan = float("nan")
+    d = torch.tensor([[-nan, 0.0, float("inf"), nan, -0.0, -1.0], [nan, -nan, 0.5, nan, -0.0, 0.0]])
+    q_ids, g_ids = torch.tensor([1, 2]), torch.tensor([1, 2, 3, 1, 2, 4])
+    m = retrieval_metrics(d, q_ids, g_ids, max_rank=6)
+    expected = reference_metrics(d.tolist(), q_ids.tolist(), g_ids.tolist(), [0, 0], [0] * 6, RULES["none"][1], 6)
+    assert_matches_reference(m, expected)
+    # Query 0 ranks: -1.0 (id 4), 0.0 (id 2), -0.0 (id 2), inf (id 3), -nan (id 1), nan (id 1) -> matches at 5, 6.
+    assert float(m.average_precision[0]) == pytest.approx((1 / 5 + 2 / 6) / 2)
+
+
+def test_float64_distances_keep_their_precision():
+    # 1e-12 apart: equal in float32 (the tie would put the match first) but not in float64.
+    d = torch.tensor([[0.1 + 1e-12, 0.1]], dtype=torch.float64)
+    m = retrieval_metrics(d, torch.tensor([1]), torch.tensor([1, 2]), max_rank=2)
+    assert m.cmc.tolist() == [0.0, 1.0] and m.mAP == 0.5
+
+
+def test_integer_distances():
+    d = torch.tensor([[3, 1, 2, 1], [0, 0, 5, -2]])
+    q_ids, g_ids = torch.tensor([1, 2]), torch.tensor([2, 1, 1, 2])
+    m = retrieval_metrics(d, q_ids, g_ids, max_rank=4)
+    expected = reference_metrics(d.tolist(), q_ids.tolist(), g_ids.tolist(), [0, 0], [0] * 4, RULES["none"][1], 4)
+    assert_matches_reference(m, expected)
+
+
+def test_many_matches_per_query():
+    # More matches per query than the comparison path counts: the ranks come from one sort of the chunk.
+    g = torch.Generator().manual_seed(2)
+    num_g = 5 * metrics_module._MAX_COUNTED_MATCHES
+    d = torch.randint(0, 9, (12, num_g), generator=g).float()
+    q_ids, g_ids = torch.randint(0, 2, (12,), generator=g), torch.randint(0, 2, (num_g,), generator=g)
+    q_cams, g_cams = torch.randint(1, 4, (12,), generator=g), torch.randint(1, 4, (num_g,), generator=g)
+    kept_matches = (q_ids[:, None] == g_ids) & (q_cams[:, None] != g_cams)
+    assert kept_matches.sum(1).min() > metrics_module._MAX_COUNTED_MATCHES  # every chunk takes the sort path
+    m = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, exclude=exclude_same_camera, chunk_size=5)
+    expected = reference_metrics(
+        d.tolist(), q_ids.tolist(), g_ids.tolist(), q_cams.tolist(), g_cams.tolist(), RULES["same_cam"][1], 20
+    )
+    assert_matches_reference(m, expected)
+
+
 def test_chunk_sizes_agree_on_a_larger_case():
     g = torch.Generator().manual_seed(0)
     d = torch.randint(0, 5, (300, 80), generator=g).float()  # many ties
@@ -196,6 +255,11 @@ def test_chunk_sizes_agree_on_a_larger_case():
     kw = {"exclude": exclude_same_identity_and_camera}
     a = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=1, **kw)
     b = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=10_000, **kw)
+    with pytest.MonkeyPatch.context() as patch:  # on CPU, chunks also hold at most this many pairs (here: 3 rows)
+        patch.setattr(metrics_module, "_CPU_CHUNK_PAIRS", 3 * 80)
+        c = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=10_000, **kw)
+    assert torch.equal(b.cmc, c.cmc) and torch.equal(b.cmc_dedup, c.cmc_dedup)
+    torch.testing.assert_close(b.average_precision, c.average_precision, equal_nan=True, rtol=0, atol=0)
     assert torch.equal(a.cmc, b.cmc) and torch.equal(a.cmc_dedup, b.cmc_dedup)
     assert a.num_valid == b.num_valid
     torch.testing.assert_close(a.average_precision, b.average_precision, equal_nan=True, rtol=0, atol=0)

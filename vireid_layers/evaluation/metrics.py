@@ -2,7 +2,11 @@
 
 Everything is vectorised in torch and runs on the device of the distance matrix, in chunks of queries so
 that memory stays bounded for large galleries. Ties between equal distances are broken deterministically
-by gallery index (a stable sort), where the official numpy code breaks them arbitrarily.
+by gallery index (as a stable sort would), where the official numpy code breaks them arbitrarily.
+
+No row is sorted: every (query, gallery) pair gets a 64-bit key ordered as (distance, gallery index), and
+the rank of each true match is the number of gallery items with a smaller key, counted in one comparison
+pass per match (a query has few true matches; a chunk with very many falls back to one sort of its keys).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ __all__ = [
     "exclude_sysu_indoor_camera",
     "retrieval_metrics",
 ]
+
+_EXCLUDED = torch.iinfo(torch.int32).max  # 32-bit order key of a removed gallery item: after every distance
+_EXCLUDED_KEY = _EXCLUDED << 32  # the smallest 64-bit key of a removed item
+_NO_MATCH = torch.iinfo(torch.int64).max  # padding of the match keys: after every item
+_MAX_COUNTED_MATCHES = 64  # above this many matches in a chunk, ranks come from one sort instead of counting
+_CPU_CHUNK_PAIRS = 1 << 18  # on CPU, a chunk holds at most about this many (query, gallery) pairs (cache)
+_MAX_CHUNK_PAIRS = 1 << 30  # on any device: keeps the dense ranks of non-float32 distances below _EXCLUDED
+
 
 ExclusionRule = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 """``rule(query_ids, query_cams, gallery_ids, gallery_cams) -> (Q, G) bool`` mask of gallery items to drop."""
@@ -97,6 +109,9 @@ def retrieval_metrics(
     rank of the query's identity in the list of distinct gallery identities (each identity at its first
     occurrence), as the official SYSU-MM01/LLCM evaluation of AGW/DDAG/DEEN does.
 
+    The rows are not sorted: :math:`r_i` is one plus the number of kept items that precede the match in the
+    (distance, gallery index) order, counted with one comparison pass over the row per match.
+
     Args:
         distances: :math:`(Q, G)` distances (smaller is closer); pass ``-similarity`` for similarities.
         query_ids: :math:`(Q,)` identity labels of the queries.
@@ -106,7 +121,9 @@ def retrieval_metrics(
         exclude: rule returning a :math:`(Q, G)` mask of gallery items to remove per query, e.g.
             :func:`exclude_sysu_indoor_camera` or :func:`exclude_same_identity_and_camera`; ``None`` keeps all.
         max_rank: length :math:`R` of the CMC curves (capped at the gallery size).
-        chunk_size: queries processed at once; peak memory is :math:`O(\text{chunk} \times G)`.
+        chunk_size: at most this many queries are processed at once (on CPU fewer for a large gallery, so
+            that a chunk of about :math:`2^{18}` query-gallery pairs stays in cache); peak memory is
+            :math:`O(\text{chunk} \times G)`. The results do not depend on it.
 
     Returns:
         :class:`RetrievalMetrics`.
@@ -117,6 +134,104 @@ def retrieval_metrics(
         >>> m.cmc.tolist(), round(m.mAP, 4)
         ([1.0, 1.0, 1.0], 1.0)
     """
+    distances, query_ids, gallery_ids = _check_arguments(
+        distances, query_ids, gallery_ids, query_cams, gallery_cams, exclude, max_rank, chunk_size
+    )
+    num_q, num_g = distances.shape
+    device = distances.device
+    query_ids, gallery_ids = query_ids.to(device), gallery_ids.to(device)
+    if exclude is not None:
+        query_cams, gallery_cams = query_cams.to(device), gallery_cams.to(device)
+    max_rank = min(max_rank, num_g)
+    # Gallery identities as 0..U-1 (U: a query identity absent from the gallery); gallery positions grouped
+    # by identity, so that the candidate matches of a query are a slice of `by_identity`.
+    unique_ids, gallery_index, id_counts = torch.unique(gallery_ids, return_inverse=True, return_counts=True)
+    num_ids = unique_ids.numel()
+    pos = torch.searchsorted(unique_ids, query_ids).clamp_max(max(num_ids - 1, 0))
+    query_index = torch.where(unique_ids[pos] == query_ids, pos, torch.full_like(pos, num_ids)) if num_ids else pos
+    by_identity = torch.argsort(gallery_index, stable=True)
+    id_counts = torch.cat([id_counts, id_counts.new_zeros(1)])  # the absent identity has no gallery item
+    id_offsets = id_counts.cumsum(0) - id_counts
+    has_nan = distances.is_floating_point() and bool(torch.isnan(distances.sum()))  # NaN anywhere: sum is NaN
+    rows = min(chunk_size, max(1, _MAX_CHUNK_PAIRS // max(num_g, 1)))
+    if device.type == "cpu":  # a chunk that stays in cache is faster on CPU; GPUs want large chunks
+        rows = min(rows, max(1, _CPU_CHUNK_PAIRS // max(num_g, 1)))
+
+    cmc_hits = torch.zeros(max_rank, dtype=torch.int64, device=device)
+    dedup_hits = torch.zeros(max_rank, dtype=torch.int64, device=device)
+    ap_all = torch.full((num_q,), float("nan"), dtype=torch.float64, device=device)
+    inp_sum = torch.zeros((), dtype=torch.float64, device=device)
+    num_valid = torch.zeros((), dtype=torch.int64, device=device)
+    cutoffs = torch.arange(1, max_rank + 1, device=device)
+    positions = torch.arange(num_g, device=device)
+    for start in range(0, num_q, rows):  # chunks bound memory; everything inside is vectorised
+        stop = min(start + rows, num_q)
+        q_index = query_index[start:stop]
+        num_candidates = id_counts[q_index]
+        most = int(num_candidates.max())
+        if most == 0:
+            continue  # no query of the chunk has its identity in the gallery: none is valid
+        key32 = _order_keys32(distances[start:stop], has_nan)
+        if exclude is not None:
+            dropped = exclude(query_ids[start:stop], query_cams[start:stop], gallery_ids, gallery_cams)
+            key32 = torch.where(dropped.to(torch.bool), _EXCLUDED, key32)  # after every kept item
+        key = key32.long()
+        key <<= 32
+        key |= positions  # unique keys: (distance, gallery index) order; removed items last
+
+        # Keys of the true matches, ascending; removed candidates and padding become _NO_MATCH.
+        slots = torch.arange(most, device=device)
+        candidates = by_identity[(id_offsets[q_index].unsqueeze(1) + slots).clamp_max(num_g - 1)]
+        match_keys = key.gather(1, candidates)
+        is_match = (slots < num_candidates.unsqueeze(1)) & (match_keys < _EXCLUDED_KEY)
+        match_keys = torch.where(is_match, match_keys, _NO_MATCH).sort(dim=1).values
+        num_matches = is_match.sum(1)
+        valid = num_matches > 0
+        most = int(num_matches.max())
+        if most == 0:
+            continue
+        match_keys = match_keys[:, :most]
+
+        ranks = _match_ranks(key, match_keys)
+        # Deduplicated rank: the distinct identities whose first kept item precedes the first match.
+        first_of_id = torch.full((stop - start, num_ids), _NO_MATCH, dtype=torch.int64, device=device)
+        first_of_id.scatter_reduce_(1, gallery_index.expand(stop - start, -1), key, reduce="amin")
+        dedup_rank = (first_of_id < match_keys[:, :1]).sum(1, dtype=torch.int32) + 1
+
+        # AP = mean over matches of i / r_i, summed in order (cumsum) so that it does not depend on the chunk.
+        i = torch.arange(1, most + 1, device=device, dtype=torch.float64)
+        precision = torch.where(i <= num_matches.unsqueeze(1), i / ranks, 0.0)
+        ap = precision.cumsum(1)[:, -1] / num_matches
+        last = ranks.gather(1, (num_matches - 1).clamp_min(0).unsqueeze(1)).squeeze(1)
+        inp = num_matches / last.double()
+        cmc_hits += ((ranks[:, :1] <= cutoffs) & valid.unsqueeze(1)).sum(0)
+        dedup_hits += ((dedup_rank.unsqueeze(1) <= cutoffs) & valid.unsqueeze(1)).sum(0)
+        ap_all[start:stop] = torch.where(valid, ap, float("nan"))
+        inp_sum += torch.where(valid, inp, 0.0).sum()
+        num_valid += valid.sum()
+    count = int(num_valid)
+    denominator = max(count, 1)
+    valid_ap = ap_all[~torch.isnan(ap_all)]
+    return RetrievalMetrics(
+        cmc=(cmc_hits.double() / denominator).float(),
+        cmc_dedup=(dedup_hits.double() / denominator).float(),
+        mAP=float(valid_ap.sum()) / denominator,
+        mINP=float(inp_sum) / denominator,
+        num_valid=count,
+        average_precision=ap_all,
+    )
+
+
+def _check_arguments(
+    distances: Tensor,
+    query_ids: Tensor,
+    gallery_ids: Tensor,
+    query_cams: Tensor | None,
+    gallery_cams: Tensor | None,
+    exclude: ExclusionRule | None,
+    max_rank: int,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor, Tensor]:
     distances = check_shape(distances, "distances", "(Q, G)", 2)
     num_q, num_g = distances.shape
     query_ids = check_shape(query_ids, "query_ids", f"({num_q},)", 1)
@@ -140,59 +255,41 @@ def retrieval_metrics(
         raise ValueError(f"`max_rank` must be >= 1, got {max_rank}")
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}")
-    device = distances.device
-    query_ids, gallery_ids = query_ids.to(device), gallery_ids.to(device)
-    max_rank = min(max_rank, num_g)
-    # Gallery identities as 0..U-1 for the deduplicated ranks; queries whose id is absent get U (never matches).
-    unique_ids, gallery_index = torch.unique(gallery_ids, return_inverse=True)
-    num_ids = unique_ids.numel()
-    pos = torch.searchsorted(unique_ids, query_ids).clamp_max(max(num_ids - 1, 0))
-    query_index = torch.where(unique_ids[pos] == query_ids, pos, torch.full_like(pos, num_ids)) if num_ids else pos
+    return distances, query_ids, gallery_ids
 
-    cmc_hits = torch.zeros(max_rank, dtype=torch.float64, device=device)
-    dedup_hits = torch.zeros(max_rank, dtype=torch.float64, device=device)
-    ap_all = torch.full((num_q,), float("nan"), dtype=torch.float64, device=device)
-    inp_sum, num_valid = 0.0, 0
-    ranks = torch.arange(1, max_rank + 1, device=device)
-    for start in range(0, num_q, chunk_size):  # chunks bound memory; everything inside is vectorised
-        stop = min(start + chunk_size, num_q)
-        q_ids = query_ids[start:stop]
-        order = torch.sort(distances[start:stop], dim=1, stable=True).indices  # (q, G)
-        keep = torch.ones_like(order, dtype=torch.bool)
-        if exclude is not None:
-            q_cams = query_cams[start:stop].to(device)
-            dropped = exclude(q_ids, q_cams, gallery_ids, gallery_cams.to(device))
-            keep = ~torch.gather(dropped, 1, order)
-        matches = (gallery_ids[order] == q_ids.unsqueeze(1)) & keep
-        kept_rank = torch.cumsum(keep, dim=1)  # 1-based rank among kept items
-        num_matches = matches.sum(1)
-        valid = num_matches > 0
-        cum_matches = torch.cumsum(matches, dim=1).double()
-        precision = torch.where(matches, cum_matches / kept_rank.double(), torch.zeros_like(cum_matches))
-        ap = precision.sum(1) / num_matches.clamp_min(1).double()
-        big = torch.full_like(kept_rank, num_g + 1)
-        first = torch.where(matches, kept_rank, big).amin(1)
-        last = torch.where(matches, kept_rank, torch.zeros_like(kept_rank)).amax(1)
-        inp = num_matches.double() / last.clamp_min(1).double()
-        # Deduplicated rank: distinct identities whose first kept occurrence precedes the query identity's.
-        id_sorted = gallery_index[order]
-        first_of_id = torch.full((stop - start, num_ids + 1), num_g + 1, dtype=kept_rank.dtype, device=device)
-        first_of_id.scatter_reduce_(1, id_sorted, torch.where(keep, kept_rank, big), reduce="amin")
-        own_first = torch.gather(first_of_id, 1, query_index[start:stop].unsqueeze(1))
-        dedup_rank = (first_of_id[:, :num_ids] < own_first).sum(1) + 1
 
-        cmc_hits += ((first.unsqueeze(1) <= ranks) & valid.unsqueeze(1)).sum(0)
-        dedup_hits += ((dedup_rank.unsqueeze(1) <= ranks) & valid.unsqueeze(1)).sum(0)
-        ap_all[start:stop] = torch.where(valid, ap, torch.full_like(ap, float("nan")))
-        inp_sum += float(inp[valid].sum())
-        num_valid += int(valid.sum())
-    denominator = max(num_valid, 1)
-    valid_ap = ap_all[~torch.isnan(ap_all)]
-    return RetrievalMetrics(
-        cmc=(cmc_hits / denominator).float(),
-        cmc_dedup=(dedup_hits / denominator).float(),
-        mAP=float(valid_ap.sum()) / denominator,
-        mINP=inp_sum / denominator,
-        num_valid=num_valid,
-        average_precision=ap_all,
-    )
+def _match_ranks(key: Tensor, match_keys: Tensor) -> Tensor:
+    r"""1-based ranks of the match keys among the keys: the items with a smaller key, plus one.
+
+    ``key`` is :math:`(q, G)` with distinct values per row, ``match_keys`` is :math:`(q, m)`. For few
+    matches, one comparison pass per match column (:math:`O(m \, q G)`, no sort); for many, one sort of
+    ``key`` and a binary search (:math:`O(q G \log G)`).
+    """
+    most = match_keys.shape[1]
+    if most <= _MAX_COUNTED_MATCHES:
+        counts = [(key < match_keys[:, j, None]).sum(1, dtype=torch.int32) for j in range(most)]  # int32: no int64 copy
+        return torch.stack(counts, dim=1) + 1
+    return torch.searchsorted(key.sort(dim=1).values, match_keys.contiguous()) + 1
+
+
+def _order_keys32(distances: Tensor, has_nan: bool) -> Tensor:
+    """``(q, G)`` int32 keys in the order of the distances: equal distances get equal keys, -0 == +0, NaN last.
+
+    Float32 (and the exactly convertible float16/bfloat16) distances map to their IEEE bits with the magnitude
+    bits of negative numbers flipped, which orders them as numbers; other dtypes (float64, integers) get their
+    dense rank within the chunk, from one sort.
+    """
+    if distances.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        d = distances.float() + 0.0  # a fresh float32 copy, in which -0.0 has become +0.0
+        if has_nan:
+            d = torch.where(torch.isnan(d), float("nan"), d)  # one NaN, of positive sign: after +inf
+        bits = d.view(torch.int32)
+        return bits ^ ((bits >> 31) & _EXCLUDED)
+    values = distances
+    nan = torch.isnan(values) if has_nan else None
+    if nan is not None:
+        values = values.masked_fill(nan, float("inf"))
+    _, rank = torch.unique(values, return_inverse=True)
+    if nan is not None:
+        rank = torch.where(nan, rank.max() + 1, rank)  # NaN after +inf, all NaN equal
+    return rank.to(torch.int32)
