@@ -1,5 +1,6 @@
 """Vectorised re-identification evaluation: metrics, protocols, feature extraction and re-ranking."""
 
+from .dataset_protocol import DEFAULT_DIRECTIONS, protocol_for_dataset
 from .extraction import FlipMode, extract_features
 from .metrics import (
     ExclusionRule,
@@ -35,6 +36,7 @@ from .rerank import k_reciprocal_rerank
 
 __all__ = [
     "CMCDefinition",
+    "DEFAULT_DIRECTIONS",
     "Direction",
     "EvaluationProtocol",
     "ExclusionRule",
@@ -61,6 +63,7 @@ __all__ = [
     "load_sysu_permutation",
     "negative_cosine_similarity",
     "parse_sysu_permutation",
+    "protocol_for_dataset",
     "register_protocol",
     "retrieval_metrics",
 ]
