@@ -1,0 +1,182 @@
+"""Tests of ProtocolEvaluator and build_train_loader on a tiny synthetic dataset written to disk."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from vireid_layers import Modality
+from vireid_layers.data import CrossModalityIdentitySampler, ImageSample, build_dataset, build_test_transform
+from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+from vireid_layers.engine import ProtocolEvaluator, build_train_loader, default_embed
+from vireid_layers.evaluation import (
+    RegDBProtocol,
+    SYSUProtocol,
+    k_reciprocal_rerank,
+    negative_cosine_similarity,
+    retrieval_metrics,
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    root = make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"),
+        num_identities=8,
+        train_identities=4,
+        images_per_camera=2,
+        height=32,
+        width=16,
+    )
+    return build_dataset("synthetic", root)
+
+
+TRANSFORM = build_test_transform(32, 16)
+
+
+class Pooled(nn.Module):
+    """A fixed random projection of 4x2-pooled images, with a different projection per stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.proj = nn.Parameter(torch.randn(2, 24, 6, generator=gen))
+
+    def forward(self, images: Tensor, modalities: Tensor) -> Tensor:
+        x = F.adaptive_avg_pool2d(images, (4, 2)).flatten(1)
+        return torch.einsum("nd,nde->ne", x, self.proj[modalities])
+
+    def embed(self, images: Tensor, modalities: Tensor) -> Tensor:  # two "parts", as DEEN's official embedding
+        out = self(images, modalities)
+        return torch.stack([out, out.flip(1)], dim=1)
+
+
+def plain_features(model: nn.Module, records: list, modality: Modality, flip: bool = False) -> Tensor:
+    """One image at a time: transform, embed through the given stem, flatten, L2-normalise (and add the flip)."""
+    rows = []
+    for record in records:
+        image = TRANSFORM(Image.open(record.path).convert("RGB")).unsqueeze(0)
+        m = torch.tensor([int(modality)])
+        with torch.no_grad():
+            f = F.normalize(model.embed(image, m).flatten(1), dim=1)
+            if flip:
+                f = f + F.normalize(model.embed(image.flip(-1), m).flatten(1), dim=1)
+        rows.append(f)
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_matches_plain_extraction_and_protocol(dataset, flip: bool) -> None:
+    model = Pooled()
+    protocol = SYSUProtocol(num_trials=3)
+    evaluator = ProtocolEvaluator(protocol, dataset, TRANSFORM, batch_size=5, flip="sum" if flip else False)
+    result = evaluator(model)
+    queries, gallery = protocol.query_candidates(dataset), protocol.gallery_candidates(dataset)
+    qf = plain_features(model, queries, protocol.query_modality, flip)
+    gf = plain_features(model, gallery, protocol.gallery_modality, flip)
+    expected = protocol.evaluate(qf, gf, dataset)
+    assert result.num_trials == 3
+    for key, value in expected.mean.items():
+        assert result.mean[key] == pytest.approx(value, abs=1e-6), key
+    # The per-trial metrics from first principles: the gallery of trial 1 ranked by cosine distance.
+    select = protocol.select(dataset, 1)
+    q_ids = torch.tensor([queries[i].identity for i in select.query])
+    g_ids = torch.tensor([gallery[i].identity for i in select.gallery])
+    q_cams = torch.tensor([queries[i].camera for i in select.query])
+    g_cams = torch.tensor([gallery[i].camera for i in select.gallery])
+    d = negative_cosine_similarity(qf[list(select.query)], gf[list(select.gallery)])
+    metrics = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, exclude=protocol.exclude)
+    assert result.trials[1].metrics.mAP == pytest.approx(metrics.mAP, abs=1e-6)
+
+
+def test_distance_and_trials(dataset) -> None:
+    model = Pooled()
+    protocol = SYSUProtocol(num_trials=4)
+    plain = ProtocolEvaluator(protocol, dataset, TRANSFORM, trials=[2])(model)
+    reranked = ProtocolEvaluator(protocol, dataset, TRANSFORM, trials=[2], distance=k_reciprocal_rerank)(model)
+    assert [t.trial for t in plain.trials] == [2]
+    queries, gallery = protocol.query_candidates(dataset), protocol.gallery_candidates(dataset)
+    qf = plain_features(model, queries, protocol.query_modality)
+    gf = plain_features(model, gallery, protocol.gallery_modality)
+    expected = protocol.evaluate(qf, gf, dataset, trials=[2], distance=k_reciprocal_rerank)
+    assert reranked.mean["mAP"] == pytest.approx(expected.mean["mAP"], abs=1e-6)
+
+
+def test_default_embed_and_custom_embed(dataset) -> None:
+    class NoEmbed(nn.Module):
+        def forward(self, images: Tensor, modalities: Tensor) -> Tensor:
+            return images.mean(dim=(2, 3)) + modalities[:, None]
+
+    x, m = torch.ones(2, 3, 4, 2), torch.tensor([0, 1])
+    assert default_embed(Pooled(), x, m).shape == (2, 2, 6)  # Pooled has `embed`
+    torch.testing.assert_close(default_embed(NoEmbed(), x, m), torch.tensor([[1.0] * 3, [2.0] * 3]))
+    calls = []
+
+    def embed(model: nn.Module, images: Tensor, modalities: Tensor) -> Tensor:
+        calls.append(int(modalities[0]))
+        return model(images, modalities)
+
+    # Any protocol runs on any dataset: RegDB's takes every test image of each modality.
+    result = ProtocolEvaluator(RegDBProtocol("i2v"), dataset, TRANSFORM, embed=embed)(Pooled())
+    assert set(calls) == {0, 1} and result.num_trials == 1
+
+
+def test_model_mode_is_restored(dataset) -> None:
+    model = Pooled().train()
+    ProtocolEvaluator(SYSUProtocol(num_trials=1), dataset, TRANSFORM)(model)
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"protocol": "sysu"}, TypeError, "protocol"),
+        ({"dataset": []}, TypeError, "dataset"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"num_workers": -1}, ValueError, "num_workers"),
+        ({"flip": True}, ValueError, "flip"),
+        ({"embed": "fc"}, TypeError, "embed"),
+        ({"distance": None}, TypeError, "distance"),
+    ],
+)
+def test_exceptions(dataset, kwargs: dict, error: type, match: str) -> None:
+    arguments = {"protocol": SYSUProtocol(), "dataset": dataset, "transform": TRANSFORM, **kwargs}
+    with pytest.raises(error, match=match):
+        ProtocolEvaluator(**arguments)
+
+
+# ------------------------------------------------------------------------------------------------ the loader
+
+
+def test_train_loader_batches(dataset) -> None:
+    loader = build_train_loader(
+        dataset.train, TRANSFORM, num_identities=3, num_instances=2, epoch_length=4, seed=1, num_replicas=1, rank=0
+    )
+    assert isinstance(loader.batch_sampler, CrossModalityIdentitySampler) and len(loader) == 4
+    assert not loader.persistent_workers
+    batches = list(loader)
+    assert len(batches) == 4
+    for batch in batches:
+        assert isinstance(batch, ImageSample) and batch.image.shape == (12, 3, 32, 16)
+        assert batch.image.dtype == torch.float32
+        ids, mods = batch.identity, batch.modality
+        assert len(ids.unique()) == 3
+        for identity in ids.unique():
+            assert [int((mods[ids == identity] == m).sum()) for m in (0, 1)] == [2, 2]
+    # The same seed gives the same batches.
+    again = build_train_loader(
+        dataset.train, TRANSFORM, num_identities=3, num_instances=2, epoch_length=4, seed=1, num_replicas=1, rank=0
+    )
+    assert [b.identity.tolist() for b in again] == [b.identity.tolist() for b in batches]
+
+
+def test_train_loader_workers_and_errors(dataset) -> None:
+    loader = build_train_loader(dataset.train, None, num_identities=2, num_instances=1, num_workers=1, pin_memory=True)
+    assert loader.persistent_workers and loader.num_workers == 1 and loader.pin_memory
+    with pytest.raises(ValueError, match="num_workers"):
+        build_train_loader(dataset.train, None, num_identities=2, num_instances=1, num_workers=-1)
+    with pytest.raises(ValueError, match="num_identities"):
+        build_train_loader(dataset.train, None, num_identities=0, num_instances=1)
