@@ -1,8 +1,10 @@
-"""Tests of the training engine: learning, exact resume, atomic checkpoints, validation, DDP on gloo."""
+"""Tests of the training engine: learning, exact resume, atomic checkpoints, validation, DDP on gloo.
+
+The example scripts are tested in tests/examples/test_examples.py.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -224,45 +226,6 @@ def test_bad_trainer_configuration_fails_early(kwargs: dict, match: str) -> None
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=match):
         Trainer(model, TinyCriterion(), optimizer, None, make_loader(), device="cpu", **kwargs)
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("train_deen_example", ROOT / "examples" / "train_deen.py")
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize(
-    ("argv", "match"),
-    [
-        (["--dataset", "market"], "--dataset must be one of"),
-        (["--dataset", "sysu"], "--root is required"),
-        (["--dataset", "sysu", "--root", "/nonexistent/sysu"], "does not exist"),
-        (["--height", "200", "--width", "72"], "odd number of positions"),
-        (["--lr", "-1"], "--lr must be > 0"),
-    ],
-)
-def test_example_rejects_bad_configuration(argv: list[str], match: str) -> None:
-    example = _load_example()
-    with pytest.raises(ValueError, match=match):
-        example.validate_config(example.parse_config(argv))
-
-
-def test_example_recipe_defaults() -> None:
-    example = _load_example()
-    cfg = example.parse_config(["--dataset", "sysu", "--root", str(ROOT), "--lambda-ort", "0.1"])
-    assert (cfg.backbone, cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (
-        "resnet50",
-        384,
-        144,
-        6,
-        4,
-    )
-    assert (cfg.lr, cfg.epochs, cfg.lambda_cpm, cfg.lambda_ort, cfg.margin) == (0.1, 151, 0.8, 0.1, 0.3)
-    assert example.validate_config(cfg) is cfg
 
 
 # ------------------------------------------------------------------------------------------------ DDP

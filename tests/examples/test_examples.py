@@ -1,0 +1,274 @@
+"""Tests of the example scripts: configuration checks, the recipes, and short synthetic runs end to end.
+
+The scripts are loaded by path (they are not a package); each puts ``examples/`` on ``sys.path`` for
+``examples/common.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"{name}_example", ROOT / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset: 16 identities (10 for training), 2 images per camera, 64x32."""
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"),
+        num_identities=16,
+        train_identities=10,
+        images_per_camera=2,
+        height=64,
+        width=32,
+        seed=0,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--dataset", "market"], "--dataset must be one of"),
+        (["--dataset", "sysu"], "--root is required"),
+        (["--dataset", "sysu", "--root", "/nonexistent/sysu"], "does not exist"),
+        (["--height", "200", "--width", "72"], "odd number of positions"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--feature", "fc"], "--feature must be one of"),
+        (["--dataset", "regdb", "--root", str(ROOT), "--trial", "11"], "--trial must be in 1..10"),
+        (["--lambda-cpm", "-0.1"], "--lambda-cpm must be >= 0"),
+        (["--epoch-length", "many"], "--epoch-length must be"),
+    ],
+)
+def test_deen_rejects_bad_configuration(argv: list[str], match: str) -> None:
+    example = load_example("train_deen")
+    with pytest.raises(ValueError, match=match):
+        example.validate_config(example.parse_config(argv))
+
+
+def test_deen_recipe_defaults_and_synthetic_overrides() -> None:
+    example = load_example("train_deen")
+    cfg = example.parse_config(["--dataset", "sysu", "--root", str(ROOT), "--lambda-ort", "0.1"])
+    assert (cfg.backbone, cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (
+        "resnet50",
+        384,
+        144,
+        6,
+        4,
+    )
+    assert (cfg.lr, cfg.epochs, cfg.lambda_cpm, cfg.lambda_ort, cfg.margin) == (0.1, 151, 0.8, 0.1, 0.3)
+    assert cfg.milestones == (20, 80) and example.validate_config(cfg) is cfg
+    quick = example.parse_config([])
+    for key, value in example.DEENConfig.synthetic_defaults().items():
+        assert getattr(quick, key) == value, key
+    cfg = example.parse_config(["--milestones", "3", "5", "--grad-clip", "2.5", "--no-nesterov", "--flip"])
+    assert cfg.milestones == (3, 5) and cfg.grad_clip == 2.5 and cfg.nesterov is False and cfg.flip is True
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--dataset", "market"], "--dataset must be one of"),
+        (["--dataset", "llcm"], "--root is required"),
+        (["--method", "caj"], "--method must be one of"),
+        (["--non-local-form", "paper"], "--non-local-form must be one of"),
+        (["--feature", "official"], "--feature must be one of"),
+        (["--method", "base", "--learnable-p"], "--learnable-p needs --method agw"),
+        (["--lambda-triplet", "-1"], "--lambda-triplet must be >= 0"),
+        (["--margin", "0"], "--margin must be > 0"),
+        (["--amp", "fp8"], "--amp must be one of"),
+        (["--resume", "/nonexistent/last.pt"], "--resume"),
+    ],
+)
+def test_agw_rejects_bad_configuration(argv: list[str], match: str) -> None:
+    example = load_example("train_agw")
+    with pytest.raises(ValueError, match=match):
+        example.validate_config(example.parse_config(argv))
+
+
+def test_agw_recipe_defaults() -> None:
+    example = load_example("train_agw")
+    cfg = example.validate_config(example.parse_config(["--dataset", "sysu", "--root", str(ROOT)]))
+    assert (cfg.backbone, cfg.pretrained, cfg.method, cfg.non_local_form) == ("resnet50", True, "agw", "official")
+    assert (cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (288, 144, 8, 4)
+    assert (cfg.optimizer, cfg.lr, cfg.backbone_lr_scale, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (
+        "sgd",
+        0.1,
+        0.1,
+        0.9,
+        5e-4,
+        True,
+    )
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.milestones, cfg.gamma) == (81, 10, (20, 50), 0.1)
+    assert (cfg.eval_every, cfg.feature, cfg.lambda_triplet, cfg.pipeline) == (2, "fc", 1.0, "auto")
+    assert example.OFFICIAL_PIPELINE == "agw"
+    quick = example.parse_config([])
+    assert (quick.dataset, quick.backbone, quick.height, quick.device) == ("synthetic", "resnet18", 64, "cpu")
+
+
+def test_main_exits_with_status_2_on_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("train_deen", "train_agw"):
+        assert load_example(name).main(["--dataset", "sysu"]) == 2
+        assert "error: invalid configuration: --root is required" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ evaluate.py
+
+
+def test_evaluate_rejects_bad_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evaluate = load_example("evaluate")
+    bare = tmp_path / "bare.pt"
+    torch.save({"classifier.weight": torch.zeros(3, 4)}, bare)
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"classifier.weight": torch.zeros(3, 4)}, run / "last.pt")
+    (run / "config.json").write_text(json.dumps({"model": "agw", "dataset": "regdb", "root": str(ROOT)}))
+    cases = [
+        ([str(tmp_path / "missing.pt")], "does not exist"),
+        ([str(bare)], "--model is required"),
+        ([str(bare), "--model", "agw"], "--dataset is required"),
+        ([str(bare), "--model", "deen", "--dataset", "market"], "--dataset must be one of"),
+        ([str(bare), "--model", "deen", "--dataset", "sysu"], "--root is required"),
+        ([str(bare), "--model", "agw", "--dataset", "synthetic", "--feature", "official"], "--feature must be one of"),
+        ([str(bare), "--official", "--model", "agw"], "cannot be combined"),
+        ([str(bare), "--model", "agw", "--trials", "0"], "--trials must be >= 1"),
+        ([str(run / "last.pt"), "--mode", "indoor"], "exists only for SYSU-MM01"),
+        ([str(run / "last.pt"), "--trial", "11"], "--trial must be in 1..10"),
+        ([str(run / "last.pt"), "--dataset", "sysu"], "--root is required"),  # regdb's root is not sysu's
+        ([str(run / "last.pt"), "--config", str(tmp_path / "none.json")], "--config"),
+        ([str(bare), "--model", "agw", "--json", str(tmp_path / "no" / "dir.json")], "folder does not exist"),
+    ]
+    for argv, match in cases:
+        assert evaluate.main(argv) == 2, argv
+        assert match in capsys.readouterr().err, argv
+
+
+def test_evaluate_refuses_an_official_checkpoint_without_the_flag(
+    tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = load_example("evaluate")
+    path = tmp_path / "official.t"
+    torch.save({"net": {"base_resnet.base.conv1.weight": torch.zeros(1)}}, path)
+    argv = [
+        str(path),
+        "--model",
+        "deen",
+        "--dataset",
+        "synthetic",
+        "--root",
+        str(tiny_root),
+        "--height",
+        "64",
+        "--width",
+        "32",
+    ]
+    assert evaluate.main(argv) == 2
+    assert "pass --official" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_agw_run_then_evaluate(tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny AGW run writes a checkpoint; evaluate.py reproduces its final table from last.pt or a bare state dict."""
+    train, evaluate = load_example("train_agw"), load_example("evaluate")
+    run = tmp_path / "agw"
+    argv = ["--root", str(tiny_root), "--epochs", "1", "--epoch-length", "2", "--batch-identities", "4"]
+    argv += ["--eval-trials", "2", "--feature", "pool", "--seed", "3", "--threads", "1", "--run-dir", str(run)]
+    assert train.main(argv) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["method"], config["num_classes"]) == ("agw", "agw", 10)
+    expected = json.loads((run / "results.json").read_text())["results"]["mean"]
+
+    out = tmp_path / "eval.json"
+    assert evaluate.main([str(run / "last.pt"), "--trials", "2", "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert (got["settings"]["model"], got["settings"]["feature"], got["settings"]["backbone"]) == (
+        "agw",
+        "pool",
+        "resnet18",
+    )
+    assert got["results"]["mean"] == pytest.approx(expected, abs=1e-6)
+    assert got["results"]["num_trials"] == 2 and "Rank-1" in capsys.readouterr().out
+
+    bare = tmp_path / "bare" / "weights.pt"
+    bare.parent.mkdir()
+    torch.save(torch.load(run / "last.pt", weights_only=True)["model"], bare)
+    common = ["--dataset", "synthetic", "--root", str(tiny_root), "--height", "64", "--width", "32", "--trials", "2"]
+    argv = [str(bare), "--model", "agw", "--backbone", "resnet18", "--feature", "pool", *common, "--json", str(out)]
+    assert evaluate.main(argv) == 0
+    assert json.loads(out.read_text())["results"]["mean"] == pytest.approx(expected, abs=1e-6)
+    # Another feature, flip averaging and re-ranking run too (and change the numbers).
+    argv = [str(bare), "--model", "agw", "--backbone", "resnet18", "--flip", "--rerank", *common, "--json", str(out)]
+    assert evaluate.main(argv) == 0
+    other = json.loads(out.read_text())
+    assert other["rerank"] and other["settings"]["flip"] and other["settings"]["feature"] == "fc"
+    assert other["results"]["mean"] != pytest.approx(expected, abs=1e-6)
+    # The wrong network for the weights fails with a message, not a traceback.
+    assert evaluate.main([str(bare), "--model", "deen", "--backbone", "resnet18", *common]) == 2
+    assert "does not fit a DEEN" in capsys.readouterr().err
+
+
+def official_deen_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Our DEEN state dict under the official module names (the inverse of the compat converter's renaming)."""
+    renames = {
+        "backbone.visible_stem.": "visible_module.visible.",
+        "backbone.infrared_stem.": "thermal_module.thermal.",
+        "dee.": "DEE.",
+        "neck.": "bottleneck.",
+    }
+    out = {}
+    for key, value in model.state_dict().items():
+        new = key
+        if key.startswith("backbone.stages."):
+            stage, rest = key.removeprefix("backbone.stages.").split(".", 1)
+            new = f"base_resnet.base.layer{int(stage) + 1}.{rest}"
+        elif key.startswith("mfa."):
+            block, rest = key.removeprefix("mfa.").split(".", 1)
+            new = f"MFA{int(block) + 1}.{rest}"
+        else:
+            for ours, theirs in renames.items():
+                if key.startswith(ours):
+                    new = theirs + key.removeprefix(ours)
+        out[new] = value
+    return out
+
+
+def test_evaluate_official_deen_checkpoint(tmp_path: Path, tiny_root: Path) -> None:
+    """--official loads the official key layout; the numbers equal those of the same weights in our layout."""
+    from vireid_layers.models import DEEN
+
+    evaluate = load_example("evaluate")
+    torch.manual_seed(0)
+    model = DEEN(10)  # ResNet-50, the official architecture; 10 = the tiny dataset's training identities
+    torch.save({"net": official_deen_state(model), "epoch": 3}, tmp_path / "official.t")
+    torch.save(model.state_dict(), tmp_path / "ours.pt")
+    common = ["--dataset", "synthetic", "--root", str(tiny_root), "--height", "64", "--width", "32", "--trials", "1"]
+    common += ["--feature", "plain"]  # the loading is under test: skip the DEE branches of the official feature
+    results = []
+    for argv in (["official.t", "--official"], ["ours.pt", "--model", "deen"]):
+        out = tmp_path / f"{argv[0]}.json"
+        assert evaluate.main([str(tmp_path / argv[0]), *argv[1:], *common, "--json", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
+    assert results[0]["official"] and results[0]["settings"]["backbone"] == "resnet50"
+    assert results[0]["results"]["mean"] == pytest.approx(results[1]["results"]["mean"], abs=1e-6)
