@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .._validation import check_choice, check_embeddings, check_labels, check_modalities, check_positive
-from ..distances import first_occurrence, paired_euclidean, pairwise_squared_euclidean
+from ..distances import first_occurrence
 
 __all__ = ["CPMForm", "CPMLoss", "cpm_loss"]
 
@@ -59,11 +60,13 @@ def cpm_loss(
     ``clamp(min=1e-12).sqrt()``. For the sampler's layout (identities in equal contiguous groups, the same
     order in both modalities) the official form equals the official ``CPMLoss`` summed over branches.
 
-    Only centre-to-centre distances are needed: pull and push between matching centres, and the nearest
-    other identity's centre, mined without autograd on the centre distances and recomputed with a gradient
-    (the official gradient, up to ties). In eager mode the centres are those of the :math:`P` identities
-    present (``torch.unique``, a host synchronisation on CUDA); under ``torch.compile`` they are indexed by
-    the :math:`N` first-occurrence slots instead, which keeps every shape static. Both give the same loss.
+    Only centre-to-centre distances are needed: pull and push between matching centres, and the distance to
+    the nearest other identity's centre, mined by ``argmin`` on the centre distances. The loss is one autograd
+    node with its backward pass written out (the mined identity is a constant of it, which gives the gradient
+    of the official minimum up to ties). It is differentiable once: with ``create_graph=True`` its gradient
+    carries no graph (no second derivative). In eager mode the centres are those of the :math:`P` identities
+    present (``torch.unique``, a host synchronisation on CUDA); under ``torch.compile`` they are indexed by the
+    :math:`N` first-occurrence slots instead, which keeps every shape static. Both give the same loss.
 
     Args:
         original: :math:`(N, D)` original embeddings (the official code uses the pre-BN pooled features).
@@ -101,25 +104,14 @@ def cpm_loss(
     if n == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
         zero = original.sum() + generated.sum()
         return zero.to(torch.promote_types(zero.dtype, torch.float32)) * 0.0
-    original_c, generated_c, valid = _centers(original, generated, labels, modalities)  # (2, S, D), (K, 2, S, D)
-    num_valid = valid.sum()
-    # Pull: to the other modality's original centre; push: to the own modality's (detached in the official form).
-    pull = paired_euclidean(generated_c, original_c.flip(0))  # (K, 2, S)
-    push = paired_euclidean(generated_c, original_c) if form == "paper" else _detached_distance(generated_c, original_c)
-    # The nearest other identity's centre, within the original centres (and within each branch's, official).
-    if form == "official":
-        centers = torch.cat([original_c.unsqueeze(0), generated_c])  # (1+K, 2, S, D)
-        inter = _nearest_other_distance(centers, valid, num_valid)
-        inter_original, inter_generated = inter[:1], inter[1:]
-        args = torch.stack([pull - push, pull - inter_generated, pull - inter_original]) + margin
-        weights = torch.tensor([0.5, 0.25, 0.25], dtype=pull.dtype, device=pull.device).view(3, 1, 1, 1)
-    else:
-        inter_original = _nearest_other_distance(original_c.unsqueeze(0), valid, num_valid)
-        args = (pull - push - inter_original + margin).unsqueeze(0)
-        weights = torch.ones((1, 1, 1, 1), dtype=pull.dtype, device=pull.device)
-    # args: (hinges, K, 2 sides, S identity slots). The mean over the identities seen in both modalities of every
-    # hinge, weighted and summed over hinges, branches and sides.
-    return (args.relu() * (weights * valid)).sum() / num_valid.clamp_min(1)
+    slot, slots = _identity_slots(labels)
+    group = modalities.long() * slots + slot  # (N,) in [0, 2S): the (modality, identity slot) of every row
+    with torch.autocast(device_type=original.device.type, enabled=False):
+        dtype = torch.promote_types(original.dtype, torch.float32)
+        loss = _CenterPairMining.apply(
+            original.to(dtype), generated.to(dtype), group, slots, float(margin), form == "official"
+        )
+    return loss
 
 
 def _use_static_slots() -> bool:
@@ -142,61 +134,103 @@ def _identity_slots(labels: Tensor) -> tuple[Tensor, int]:
     return slot, present.shape[0]
 
 
-def _centers(original: Tensor, generated: Tensor, labels: Tensor, modalities: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Per-(modality, identity) centres of the original rows and of every branch, in float32.
+#: The official ``clamp(min=1e-12).sqrt()`` of a distance is ``max(||a - b||, 1e-6)``.
+_MIN_DISTANCE = 1e-6
 
-    Sums by ``index_add`` over the (modality, identity slot) group of every row, divided by the group sizes:
-    :math:`O(KND)` work whatever the number of slots, and an ``index_select`` in the backward pass.
 
-    Returns:
-        ``original`` :math:`(2, S, D)` and ``generated`` :math:`(K, 2, S, D)` centres, indexed by modality and
-        identity slot; ``valid`` :math:`(S,)`: the slots of identities seen in both modalities.
+class _CenterPairMining(torch.autograd.Function):
+    r"""CPM from the rows to the loss as one autograd node, with the backward pass written out.
+
+    Forward: centres by ``index_add`` over the (modality, identity slot) groups; the nearest other valid
+    identity of every centre (same branch and modality) by ``argmin`` over the masked :math:`S \times S`
+    squared centre distances; pull, push and nearest-identity distances as norms of centre differences,
+    :math:`\max(\lVert a - b \rVert, 10^{-6})`; the weighted hinges; and, for the backward pass, the
+    derivative :math:`c` of the loss with respect to every distance :math:`d = \lVert v \rVert`
+    (:math:`v = a - b`) divided by :math:`d` (0 where the clamp is active, as the clamp's and the norm's
+    autograd backward). Backward: :math:`c\, v / d` is added to the gradient of the centre :math:`a` and
+    subtracted from that of :math:`b`; the centre gradients are spread back to the rows (``index_select``)
+    and divided by the group sizes. The mined identity is a constant of the backward pass,
+    which gives the gradient of the official minimum (up to ties) without recording the mining. The official
+    push distance is detached (no gradient), the paper's is not. Not twice differentiable.
+
+    Inputs ``original`` :math:`(N, D)` and ``generated`` :math:`(K, N, D)` in float32 or float64, ``group``
+    :math:`(N,)` in :math:`[0, 2S)`; returns the scalar loss.
     """
-    slot, slots = _identity_slots(labels)
-    group = modalities.long() * slots + slot  # (N,) in [0, 2S): the (modality, identity slot) of every row
-    with torch.autocast(device_type=original.device.type, enabled=False):
-        dtype = torch.promote_types(original.dtype, torch.float32)
-        original, generated = original.to(dtype), generated.to(dtype)
-        counts = original.new_zeros(2 * slots).index_add_(0, group, original.new_ones(group.shape))
-        scale = 1.0 / counts.clamp_min(1.0).unsqueeze(-1)  # (2S, 1)
-        original_c = original.new_zeros((2 * slots, original.shape[-1])).index_add(0, group, original) * scale
-        generated_c = generated.new_zeros((generated.shape[0], 2 * slots, generated.shape[-1]))
-        generated_c = generated_c.index_add(1, group, generated) * scale
-    valid = (counts.view(2, slots) > 0).all(0)
-    return original_c.unflatten(0, (2, slots)), generated_c.unflatten(1, (2, slots)), valid
 
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, original: Tensor, generated: Tensor, group: Tensor, slots: int, margin: float, official: bool
+    ) -> Tensor:
+        k, n, dim = generated.shape
+        branches, rows = k + 1, 2 * slots  # centre rows per branch: (modality, slot)
+        counts = original.new_zeros(rows).index_add_(0, group, original.new_ones(n))
+        scale = (1.0 / counts.clamp_min(1.0)).unsqueeze(-1)  # (2S, 1)
+        centers = original.new_zeros((branches, rows, dim))
+        centers[0].index_add_(0, group, original)
+        centers[1:].index_add_(1, group, generated)
+        centers.mul_(scale)
+        valid = (counts.view(2, slots) > 0).all(0)  # (S,) identities seen in both modalities
+        num_valid = valid.sum()
+        per_identity = valid.to(centers.dtype) / num_valid.clamp_min(1)  # weight in the means over identities
+        has_other = (num_valid > 1).to(centers.dtype)  # the inter-identity terms need a second identity
 
-def _detached_distance(x: Tensor, y: Tensor) -> Tensor:
-    """:func:`~vireid_layers.distances.paired_euclidean` of detached inputs (no graph is recorded)."""
-    return paired_euclidean(x.detach(), y.detach())
+        # Nearest other valid identity of every centre: argmin over k of ||c_k||^2 - 2 c_j.c_k (the squared
+        # distance up to the constant ||c_j||^2), masked.
+        grouped = centers.view(2 * branches, slots, dim)
+        gram = torch.bmm(grouped, grouped.mT)  # (2B, S, S)
+        score = torch.add(gram.diagonal(dim1=1, dim2=2).unsqueeze(1), gram, alpha=-2.0)
+        blocked = torch.eye(slots, dtype=torch.bool, device=valid.device) | ~valid  # (S anchors, S candidates)
+        nearest = score.masked_fill(blocked, float("inf")).argmin(-1)  # (2B, S)
+        offsets = torch.arange(0, branches * rows, slots, device=nearest.device).unsqueeze(1)
+        nearest_rows = (nearest + offsets).flatten()  # (B 2S,) the row of every centre's nearest other centre
+        flat = centers.view(branches * rows, dim)
+        diff_inter = flat - flat.index_select(0, nearest_rows)  # (B 2S, D)
+        original_c, generated_c = centers[0].view(2, slots, dim), centers[1:].view(k, 2, slots, dim)
+        # Pull (to the other modality's original centre) and push (to the own modality's): (2, K, 2, S, D).
+        diff_pp = generated_c - torch.stack([original_c.flip(0), original_c]).unsqueeze(1)
+        norm_pp, norm_inter = torch.linalg.vector_norm(diff_pp, dim=-1), torch.linalg.vector_norm(diff_inter, dim=-1)
+        pull, push = norm_pp.clamp_min(_MIN_DISTANCE).unbind(0)  # (K, 2, S) each
+        inter = norm_inter.clamp_min(_MIN_DISTANCE).view(branches, 2, slots)
 
+        if official:  # hinges (push, nearest generated centre, nearest original centre) x (K, 2 sides, S)
+            others = torch.stack([push, inter[1:], inter[:1].expand_as(pull)])
+            quarter = per_identity * (0.25 * has_other)
+            weights = torch.stack([0.5 * per_identity, quarter, quarter]).view(3, 1, 1, slots)
+        else:
+            others = (push + inter[:1]).unsqueeze(0)
+            weights = (per_identity * has_other).view(1, 1, 1, slots)
+        args = pull - others + margin  # (hinges, K, 2, S)
+        slopes = weights * (args > 0)  # d loss / d args (relu'(0) = 0, as autograd's)
 
-def _nearest_other_distance(centers: Tensor, valid: Tensor, num_valid: Tensor) -> Tensor:
-    r"""Distance from every centre to the nearest centre of another valid identity, same branch and modality.
+        # d loss / d distance, divided by the distance (the norm's backward), zero where the clamp is active.
+        if official:  # the push distance is detached
+            c_pp = torch.stack([slopes.sum(0), torch.zeros_like(pull)])
+            c_inter = torch.cat([-slopes[2].sum(0, keepdim=True), -slopes[1]])
+        else:
+            c_pp = torch.stack([slopes[0], -slopes[0]])
+            c_inter = torch.cat([-slopes[0].sum(0, keepdim=True), torch.zeros_like(slopes[0])])
+        factor_pp = torch.where(norm_pp >= _MIN_DISTANCE, c_pp / norm_pp.clamp_min(_MIN_DISTANCE), 0.0)
+        factor_inter = c_inter.flatten() / norm_inter.clamp_min(_MIN_DISTANCE)
+        factor_inter = torch.where(norm_inter >= _MIN_DISTANCE, factor_inter, 0.0)
+        ctx.save_for_backward(group, scale, nearest_rows, factor_pp, diff_pp, factor_inter, diff_inter)
+        return (args * slopes).sum()  # relu(args) * weights: args is finite, and slopes is 0 where args <= 0
 
-    The nearest identity is mined on the :math:`S \times S` squared centre distances without autograd, and
-    only the mined distances are recomputed with a gradient (as in
-    :func:`~vireid_layers.losses.triplet.hard_triplet_loss`): the gradient of the official minimum, up to
-    ties.
-
-    Args:
-        centers: :math:`(B, 2, S, D)` float32 centres.
-        valid: :math:`(S,)` the slots that take part.
-        num_valid: ``valid.sum()``.
-
-    Returns:
-        :math:`(B, 2, S)`; :math:`+\infty` everywhere when fewer than two identities are valid.
-    """
-    branches, _, slots, _ = centers.shape
-    flat = centers.flatten(0, 1)  # (2B, S, D)
-    with torch.no_grad():
-        others = valid & ~torch.eye(slots, dtype=torch.bool, device=valid.device)  # (S anchors, S candidates)
-        within = pairwise_squared_euclidean(flat)  # (2B, S, S)
-        nearest = torch.where(others, within, torch.full_like(within, float("inf"))).argmin(-1)  # (2B, S)
-        # Rows of the flattened (2B S, D) centres: an index_select, whose backward is an index_add.
-        rows = (nearest + slots * torch.arange(2 * branches, device=nearest.device).unsqueeze(1)).flatten()
-    inter = paired_euclidean(flat, flat.flatten(0, 1).index_select(0, rows).view_as(flat))
-    return inter.view(branches, 2, slots).masked_fill(num_valid < 2, float("inf"))
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        group, scale, nearest_rows, factor_pp, diff_pp, factor_inter, diff_inter = ctx.saved_tensors
+        _, k, _, slots, dim = diff_pp.shape
+        branches = k + 1
+        # d loss / d (a - b) = c (a - b) / ||a - b||: added to the centre a, subtracted from b.
+        g_pp = (factor_pp * grad).unsqueeze(-1) * diff_pp  # (2, K, 2, S, D)
+        g_inter = (factor_inter * grad).unsqueeze(-1) * diff_inter  # (B 2S, D)
+        grad_centers = g_inter.index_add(0, nearest_rows, g_inter, alpha=-1.0).view(branches, 2, slots, dim)
+        grad_centers[1:] += g_pp.sum(0)
+        grad_centers[0] -= g_pp[0].sum(0).flip(0) + g_pp[1].sum(0)
+        grad_centers = grad_centers.view(branches, 2 * slots, dim) * scale
+        grad_original = grad_centers[0].index_select(0, group) if ctx.needs_input_grad[0] else None
+        grad_generated = grad_centers[1:].index_select(1, group) if ctx.needs_input_grad[1] else None
+        return grad_original, grad_generated, None, None, None, None
 
 
 class CPMLoss(nn.Module):
