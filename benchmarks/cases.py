@@ -403,6 +403,45 @@ def _backbone_cases(shapes: Shapes, dtypes: Sequence[str]) -> Iterator[Case]:
             )
 
 
+def _modality_cases(shapes: Shapes, dtypes: Sequence[str]) -> Iterator[Case]:
+    """``split_by_modality`` of the images and ``merge_by_modality`` of the stem outputs: the routing overhead of
+    ``TwoStreamBackbone.forward_stem`` (fp32 only: autocast does not apply to indexing)."""
+    if "fp32" not in dtypes:
+        return
+    b, (h, w) = shapes.images, shapes.image
+    stem = (64, -(-h // 4), -(-w // 4))  # a ResNet stem: 64 channels, reduction 4
+    for pass_ in PASSES:
+
+        def build(device: torch.device, pass_: str = pass_) -> Callable[[], Any]:
+            data = _Inputs(device)
+            _, modalities = sysu_labels(shapes, device)
+            modalities = modalities[torch.randperm(b, generator=data.generator).to(device)]  # any order
+            images = data.randn(b, 3, h, w)
+            half = b // 2
+            visible = data.randn(half, *stem, requires_grad=pass_ == FWD_BWD)
+            infrared = data.randn(b - half, *stem, requires_grad=pass_ == FWD_BWD)
+
+            def call() -> Tensor:
+                _, _, visible_index, infrared_index = vl.split_by_modality(images, modalities)
+                return vl.merge_by_modality(visible, infrared, visible_index, infrared_index)
+
+            grad_out = data.randn(b, *stem) if pass_ == FWD_BWD else None
+            return _measured(call, pass_, [visible, infrared], grad_out)
+
+        yield Case(
+            id=f"modality/split+merge/{pass_}/fp32",
+            name="split_by_modality + merge_by_modality",
+            group="backbone",
+            component="modality",
+            shape=f"split {b}×3×{h}×{w}, merge 2×{b // 2}×{dims(stem)} → {b}×{dims(stem)}",
+            dtype="fp32",
+            pass_=pass_,
+            batch=b,
+            build=build,
+            note="the stem's routing by modality, 24 + 24 rows in shuffled order",
+        )
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Baselines: the official per-anchor / per-identity formulations, and the materialised MFA attention
 # --------------------------------------------------------------------------------------------------------------
@@ -666,7 +705,12 @@ def all_cases(shapes: Shapes, dtypes: Sequence[str]) -> list[Case]:
     A ``fwd`` case runs before its ``fwd+bwd``, and every baseline runs right after the library case it is
     compared with, so that both see the same machine state (the results table groups them again).
     """
-    cases = [*_layer_cases(shapes, dtypes), *_loss_cases(shapes, dtypes), *_backbone_cases(shapes, dtypes)]
+    cases = [
+        *_layer_cases(shapes, dtypes),
+        *_loss_cases(shapes, dtypes),
+        *_backbone_cases(shapes, dtypes),
+        *_modality_cases(shapes, dtypes),
+    ]
     pending: list[Case] = []
     for baseline in _baseline_cases(shapes):
         anchor = baseline.extra.get("library_case")
@@ -678,18 +722,26 @@ def all_cases(shapes: Shapes, dtypes: Sequence[str]) -> list[Case]:
     return cases + pending
 
 
-# Public modules of ``vireid_layers`` that the suite benchmarks; the runner reports any other public module.
-COVERED = {"DEE", "MFA", "CPMLoss", "OrthogonalLoss", "HardTripletLoss", "WRTLoss", "TwoStreamBackbone"}
-
-
-def uncovered_public_modules() -> list[str]:
-    """Public ``nn.Module`` classes of ``vireid_layers`` that no case benchmarks (to keep the suite complete)."""
-    names = []
-    for name in getattr(vl, "__all__", []):
-        obj = getattr(vl, name, None)
-        if isinstance(obj, type) and issubclass(obj, nn.Module) and name not in COVERED:
-            names.append(name)
-    return sorted(names)
+#: Public names of ``vireid_layers`` that this suite benchmarks (a module and the functional it calls count
+#: together); ``run.py`` reports the public names that no suite (this one, ``methods_bench.py``) covers.
+COVERED = frozenset(
+    {
+        "DEE",
+        "MFA",
+        "CPMLoss",
+        "cpm_loss",
+        "OrthogonalLoss",
+        "orthogonal_loss",
+        "HardTripletLoss",
+        "hard_triplet_loss",
+        "WRTLoss",
+        "wrt_loss",
+        "TwoStreamBackbone",
+        "build_two_stream_backbone",
+        "split_by_modality",
+        "merge_by_modality",
+    }
+)
 
 
 # --------------------------------------------------------------------------------------------------------------

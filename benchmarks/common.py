@@ -376,3 +376,25 @@ def validate_results(results: dict[str, Any], schema_path: Path = SCHEMA_PATH) -
     errors: list[str] = []
     _check(results, schema, "$", errors)
     return errors
+
+
+def validate_metadata(metadata: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> list[str]:
+    """Check the ``metadata`` block of a suite with its own case format against ``results_schema.json``."""
+    import json
+
+    schema = json.loads(schema_path.read_text())
+    errors: list[str] = []
+    _check(metadata, schema["properties"]["metadata"], "$.metadata", errors)
+    return errors
+
+
+#: Public names of ``vireid_layers`` that are types or constants, not computations: nothing to time.
+NOT_COMPUTATIONS = frozenset({"Modality", "ModalityLearningOutput", "PAMOutput", "__version__"})
+
+
+def uncovered_public_names(covered: Iterable[str]) -> list[str]:
+    """Names of ``vireid_layers.__all__`` that are computations and not in ``covered``, sorted."""
+    import vireid_layers
+
+    covered = set(covered)
+    return sorted(n for n in vireid_layers.__all__ if n not in covered and n not in NOT_COMPUTATIONS)

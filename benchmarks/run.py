@@ -217,9 +217,11 @@ def comparisons(
         if loop is None or library is None:
             continue
         threshold = SPEEDUP_THRESHOLDS.get(component)
-        speedup = None
+        speedup = speedup_min = None
         if loop["median_ms"] is not None and library["median_ms"]:
             speedup = loop["median_ms"] / library["median_ms"]
+        if loop.get("min_ms") is not None and library.get("min_ms"):
+            speedup_min = loop["min_ms"] / library["min_ms"]
         verdict = "n/a" if speedup is None else ("info" if threshold is None else _verdict(speedup, threshold))
         loops.append(
             {
@@ -229,6 +231,7 @@ def comparisons(
                 "loop_median_ms": loop["median_ms"],
                 "library_median_ms": library["median_ms"],
                 "speedup": speedup,
+                "speedup_min": speedup_min,
                 "threshold": threshold,
                 "verdict": verdict,
                 "agree": checks.get(component, {}).get("agree"),
@@ -266,6 +269,14 @@ def comparisons(
                 }
             )
     return {"quick_shapes": quick, "context": context, "loops": loops, "mfa1_memory": memory, "checks": checks}
+
+
+def uncovered_public_names() -> list[str]:
+    """Public names of ``vireid_layers`` that neither this suite nor ``methods_bench.py`` benchmarks."""
+    import methods_bench
+    from common import uncovered_public_names as uncovered
+
+    return uncovered(suite_cases.COVERED | methods_bench.COVERED)
 
 
 def _verdict(value: float, threshold: float) -> str:
@@ -329,7 +340,13 @@ def _md_header(results: dict[str, Any]) -> list[str]:
             + (f", library sources `{r['commit']['source_sha256'][:12]}`" if r["commit"].get("source_sha256") else "")
             + f": {r['num_threads']} torch thread(s), "
             f"min_run_time {r['settings']['min_run_time_s']} s, min_runs {r['settings']['min_runs']}, "
-            f"load average {r['loadavg_start']} → {r['loadavg_end']} |"
+            f"load average {r['loadavg_start']} → {r['loadavg_end']}"
+            + (
+                f"; **on {r['processor']}, torch {r['versions']['torch']}**"
+                if r.get("processor") and r["processor"] != machine["processor"]
+                else ""
+            )
+            + " |"
             for r in results.get("reruns", [])
         ),
     ]
@@ -376,22 +393,25 @@ def _md_loops(comp: dict[str, Any]) -> list[str]:
     if comp["quick_shapes"]:
         lines += ["*Quick shapes: these ratios say nothing about the real batch.*", ""]
     lines += [
-        "fp32, forward+backward, medians. The loops are the official formulations written as Python loops over "
+        "fp32, forward+backward, medians (the verdict); *fastest blocks* is the ratio of the fastest measured blocks, "
+        "less sensitive to other processes on a shared machine. The loops are the official formulations written as "
+        "Python loops over "
         "anchors / identities (`benchmarks/cases.py`); the same value and gradients as the library are "
         "checked before timing. CPM: the official chunk-based centres and per-identity loop, called once per "
         f"DEE branch and summed, vs `CPMLoss` on {ctx['cpm']}. Triplet and WRT: {ctx['rows']} (the three DEE "
         "blocks).",
         "",
-        "| loss | loop ms | library ms | speedup | threshold | verdict | same value and grads |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| loss | loop ms | library ms | speedup | threshold | verdict | fastest blocks | same value and grads |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for c in comp["loops"]:
         threshold = "—" if c["threshold"] is None else f"≥ {c['threshold']:g}×"
         speedup = "—" if c["speedup"] is None else f"{c['speedup']:.1f}×"
+        fastest = "—" if c.get("speedup_min") is None else f"{c['speedup_min']:.1f}×"
         agree = {True: "yes", False: "**no**", None: "not checked"}[c["agree"]]
         lines.append(
             f"| {c['loss']} | {_fmt(c['loop_median_ms'])} | {_fmt(c['library_median_ms'])} | {speedup} | "
-            f"{threshold} | {c['verdict']} | {agree} |"
+            f"{threshold} | {c['verdict']} | {fastest} | {agree} |"
         )
     return lines
 
@@ -438,7 +458,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *_md_loops(comp), "", *_md_memory(comp)]
     if results.get("uncovered"):
         names = ", ".join(f"`{n}`" for n in results["uncovered"])
-        lines += ["", "## Not covered", "", f"Public modules of `vireid_layers` without a case in this suite: {names}."]
+        lines += ["", "## Not covered", "", f"Public names of `vireid_layers` without a case in any suite: {names}."]
     return "\n".join(lines) + "\n"
 
 
@@ -498,6 +518,7 @@ def _merged(
             merged["cases"][index[row["id"]]] = row
         else:
             merged["cases"].append(row)
+    merged["uncovered"] = run["uncovered"]  # the coverage of the current code, not of the first run's
     all_checks = {**base.get("comparisons", {}).get("checks", {}), **checks}
     merged["comparisons"] = comparisons(merged["cases"], all_checks, run["settings"]["quick"], context)
     meta = run["metadata"]
@@ -514,6 +535,8 @@ def _merged(
             "loadavg_end": meta.get("loadavg_end"),
             "runtime_s": run["total_runtime_s"],
             "complete": run["complete"],
+            "processor": meta["machine"]["processor"],
+            "versions": meta["versions"],
         }
     )
     return merged
@@ -522,7 +545,8 @@ def _merged(
 def _summary(results: dict[str, Any]) -> None:
     for c in results["comparisons"].get("loops", []):
         speedup = "n/a" if c["speedup"] is None else f"{c['speedup']:.1f}x"
-        log(f"  loop vs library, {c['loss']}: {speedup} ({c['verdict']})")
+        fastest = "n/a" if c.get("speedup_min") is None else f"{c['speedup_min']:.1f}x"
+        log(f"  loop vs library, {c['loss']}: {speedup} ({c['verdict']}); fastest blocks {fastest}")
     for m in results["comparisons"].get("mfa1_memory", []):
         ratio = "n/a" if m["ratio"] is None else f"{m['ratio']:.1f}x"
         log(f"  MFA1 memory, {m['scope']} {m['pass']}: {ratio} ({m['verdict']})")
@@ -574,14 +598,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "cases": [],
         "comparisons": {},
-        "uncovered": suite_cases.uncovered_public_modules(),
+        "uncovered": uncovered_public_names(),
     }
     log(
         f"{suite}: {len(cases)} cases on {device} ({results['metadata']['device']['name']}), "
         f"{torch.get_num_threads()} threads, output {out_dir / stem}.{{json,md}}"
     )
     if results["uncovered"]:
-        log(f"note: public modules without a case: {', '.join(results['uncovered'])}")
+        log(f"note: public names without a case in any suite: {', '.join(results['uncovered'])}")
 
     log("checking that the loop baselines compute what the library computes ...")
     checks = suite_cases.check_baselines(shapes, device) if any(c.group == "baseline" for c in cases) else {}

@@ -1,0 +1,450 @@
+"""End-to-end DEEN training step: images per second and peak memory of one full optimisation step.
+
+One step is :meth:`vireid_layers.engine.Trainer.train_step` on one batch: the forward pass of
+:class:`vireid_layers.models.DEEN` (two-stream backbone, MFA after stages 1–3, DEE, BN neck, classifier), the four
+:class:`vireid_layers.models.DEENCriterion` losses (cross-entropy, batch-hard triplet, CPM, orthogonal), the
+backward pass and an SGD step (Nesterov momentum 0.9, weight decay 5e-4, the official head/backbone parameter
+groups). The trainer also does what it does on every step of a real run: the finite-loss check and the logged
+loss values (both read the loss on the host). Configurations, each adding one thing to the previous:
+
+* ``eager-fp32``: float32, NCHW;
+* ``amp-bf16``: the forward pass under ``torch.autocast(dtype=torch.bfloat16)`` (the losses stay in float32);
+* ``amp-bf16-cl``: + channels_last model and images;
+* ``amp-bf16-cl-compile``: + ``torch.compile(model)`` (inductor, default mode); compilation happens during the
+  warm-up steps, from an empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` is a fresh directory), and is reported
+  separately (``warmup_s``: the wall time of every warm-up step).
+
+Setting: the SYSU-MM01 recipe's batch, 6 identities × 4 images × 2 modalities = 48 images, 395 classes. On CUDA
+the full DEEN setting: ResNet-50 at 384×144. On the CPU a reduced size, by default ResNet-18 at 128×64 with the
+same 48-image batch, so that the four configurations finish in a few minutes; ``--backbone``, ``--height`` and
+``--width`` change it (every row records what it ran).
+
+Each configuration runs in its own subprocess (a fresh allocator, compile cache and process peak), which
+builds the model from the same seed, runs ``--warmup`` steps, measures the peak memory of one step, then times
+steps with ``torch.utils.benchmark`` (``common.time_case``: median and IQR of the measured blocks; CUDA
+synchronised inside the timed statement). Images per second is ``batch / median``.
+
+Peak memory:
+
+* CUDA: ``torch.cuda.max_memory_allocated`` during one step (after ``reset_peak_memory_stats``): everything
+  allocated at the peak, parameters, gradients and optimizer state included (``peak_mib``), and the part above
+  what was allocated before the step (``step_peak_mib``).
+* CPU: the rise of the process's resident set size during one step above its size before the step
+  (``step_peak_mib``: activations, gradients, temporaries; ``VmHWM`` of ``/proc/self/status``, reset through
+  ``/proc/self/clear_refs`` before the step), and the peak itself (``peak_mib``: it also holds the interpreter,
+  the libraries, the model and the optimizer state). glibc keeps freed memory for reuse, which hides the rise of
+  every step after the first, so the memory is measured in a second process per configuration started with
+  ``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`` (tensor storages then come from ``mmap`` and go back
+  on free); the times come from the first process, with the default allocator settings. This is not the
+  tensor-storage tracker of the other suites: that tracker is a ``TorchDispatchMode``, and the buffers of
+  compiled code are allocated outside the dispatcher. Without ``/proc`` the CPU memory is ``null``.
+
+Usage::
+
+    python benchmarks/train_bench.py                       # CUDA if available, else CPU at the reduced size
+    python benchmarks/train_bench.py --device cpu --threads 1
+    python benchmarks/train_bench.py --configs eager-fp32 amp-bf16 --quick
+
+Writes ``results/train--<machine>--<device>.{json,md}`` (``train-quick`` with ``--quick``, to a temporary
+directory unless ``--out`` is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+for path in (HERE, HERE.parent):  # `common` and the in-tree `vireid_layers`
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import torch  # noqa: E402
+from common import MIB, machine_slug, run_metadata, synchronize, time_case, validate_metadata  # noqa: E402
+
+SUITE = "train"
+DEFAULT_OUT = HERE / "results"
+#: name -> (amp, channels_last, compile)
+CONFIGS: dict[str, tuple[str | None, bool, bool]] = {
+    "eager-fp32": (None, False, False),
+    "amp-bf16": ("bf16", False, False),
+    "amp-bf16-cl": ("bf16", True, False),
+    "amp-bf16-cl-compile": ("bf16", True, True),
+}
+DESCRIPTIONS = {
+    "eager-fp32": "eager, float32",
+    "amp-bf16": "eager, bf16 autocast",
+    "amp-bf16-cl": "eager, bf16 autocast, channels_last",
+    "amp-bf16-cl-compile": "torch.compile, bf16 autocast, channels_last",
+}
+#: SYSU-MM01 (DEEN official): 395 training identities, 6 identities x 4 images per modality.
+NUM_CLASSES, IDENTITIES, INSTANCES = 395, 6, 4
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--backbone", default=None, help="timm name (default: resnet50 on CUDA, resnet18 on CPU)")
+    parser.add_argument("--height", type=int, default=None, help="default 384 on CUDA, 128 on CPU")
+    parser.add_argument("--width", type=int, default=None, help="default 144 on CUDA, 64 on CPU")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before measuring (compile happens here)")
+    parser.add_argument("--min-run-time", type=float, default=None, help="blocked_autorange min_run_time (s)")
+    parser.add_argument("--min-runs", type=int, default=5, help="raise min_run_time to about this many steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in every configuration")
+    parser.add_argument("--quick", action="store_true", help="tiny model and images (smoke run, seconds)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--render", type=Path, default=None, help="only rewrite the .md of an existing results JSON")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one configuration, JSON on stdout
+    parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def resolve(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
+    """The device and the model/batch setting (SYSU on CUDA, the reduced CPU size otherwise)."""
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available")
+    else:
+        device = torch.device(args.device)
+    full = device.type == "cuda" and not args.quick
+    if args.quick:
+        defaults = ("resnet18", 64, 32, 2, 2)
+    elif full:
+        defaults = ("resnet50", 384, 144, IDENTITIES, INSTANCES)
+    else:
+        defaults = ("resnet18", 128, 64, IDENTITIES, INSTANCES)
+    backbone, height, width, identities, instances = defaults
+    setting = {
+        "backbone": args.backbone or backbone,
+        "height": args.height or height,
+        "width": args.width or width,
+        "identities": identities,
+        "instances": instances,
+        "batch": 2 * identities * instances,
+        "num_classes": NUM_CLASSES,
+        "optimizer": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+    }
+    setting["full_sysu"] = (setting["backbone"], setting["height"], setting["width"], setting["batch"]) == (
+        "resnet50",
+        384,
+        144,
+        48,
+    )
+    return device, setting
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One configuration (run in a subprocess)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident set size (``VmHWM``) to the current one (Linux >= 4.0)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def step_peak_memory(step: Any, device: torch.device) -> dict[str, float | None]:
+    """Peak memory of one ``step()``: absolute and above the level before the step, in MiB."""
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return {"peak_mib": peak / MIB, "step_peak_mib": (peak - before) / MIB, "before_mib": before / MIB}
+    before = _status_kib("VmRSS")
+    if before is None or not _reset_peak_rss():
+        step()
+        return {"peak_mib": None, "step_peak_mib": None, "before_mib": None}
+    step()
+    peak = _status_kib("VmHWM")
+    if peak is None:
+        return {"peak_mib": None, "step_peak_mib": None, "before_mib": before / 1024}
+    return {"peak_mib": peak / 1024, "step_peak_mib": (peak - before) / 1024, "before_mib": before / 1024}
+
+
+#: glibc settings of the CPU memory process: storages of 64 KiB or more are mmapped and unmapped on free.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the model and warm up; then time the steps (``--measure time``, on CUDA also the memory) or measure
+    one step's peak memory (``--measure memory``, the CPU memory process); return the row."""
+    from vireid_layers.data import ImageSample
+    from vireid_layers.engine import Trainer, deen_param_groups
+    from vireid_layers.models import DEEN, DEENCriterion
+
+    device, setting = resolve(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    amp, channels_last, compile_ = CONFIGS[name]
+    torch.manual_seed(0)
+    model = DEEN(setting["num_classes"], backbone=setting["backbone"], pretrained=False)
+    optimizer = torch.optim.SGD(deen_param_groups(model, 0.1), lr=0.1, momentum=0.9, nesterov=True)
+    trainer = Trainer(
+        model,
+        DEENCriterion(),
+        optimizer,
+        None,
+        [],
+        device=device,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile_,
+        run_dir=None,
+        progress=False,
+    )
+    generator = torch.Generator().manual_seed(0)
+    p, k, b = setting["identities"], setting["instances"], setting["batch"]
+    labels = torch.arange(p).repeat_interleave(k).repeat(2)  # the official sampler's layout
+    modalities = torch.arange(2).repeat_interleave(p * k)
+    images = torch.randn(b, 3, setting["height"], setting["width"], generator=generator)
+    images = images.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    batch = ImageSample(images, labels.to(device), torch.zeros_like(labels).to(device), modalities.to(device))
+
+    def step() -> dict[str, float]:
+        return trainer.train_step(batch)
+
+    warmup_times = []
+    for _ in range(args.warmup):
+        start = time.perf_counter()
+        terms = step()
+        synchronize(device)
+        warmup_times.append(time.perf_counter() - start)
+    if args.measure == "memory":
+        return {
+            "config": name,
+            **step_peak_memory(step, device),
+            "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
+        }
+    memory = step_peak_memory(step, device) if device.type == "cuda" else {}
+    start = time.perf_counter()
+    step()
+    synchronize(device)
+    one = time.perf_counter() - start
+    min_run_time = args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0)
+    effective = max(min_run_time, (args.min_runs - 0.5) * one)
+    timing = time_case(step, device=device, min_run_time=effective, known_call_s=one, label=name)
+    return {
+        "config": name,
+        "description": DESCRIPTIONS[name],
+        "amp": amp,
+        "channels_last": channels_last,
+        "compile": compile_,
+        **{k: setting[k] for k in ("backbone", "height", "width", "batch")},
+        "status": "ok",
+        "reason": None,
+        "median_ms": timing["median_s"] * 1e3,
+        "iqr_ms": None if timing["iqr_s"] is None else timing["iqr_s"] * 1e3,
+        "mean_ms": timing["mean_s"] * 1e3,
+        "min_ms": min(timing["times_s"]) * 1e3,
+        "runs": timing["runs"],
+        "number_per_run": timing["number_per_run"],
+        "times_ms": [t * 1e3 for t in timing["times_s"]],
+        "min_run_time_s": effective,
+        "images_per_s": b / timing["median_s"],
+        **memory,
+        "warmup_s": warmup_times,
+        "num_threads": torch.get_num_threads(),
+        "loss_terms": {k: float(v) for k, v in terms.items()},
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _spawn(name: str, argv: list[str], measure: str, cache_dir: str) -> dict[str, Any]:
+    """Run one configuration in a fresh interpreter; an error becomes a row with the reason."""
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", name, "--measure", measure]
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, **(MALLOC_ENV if measure == "memory" else {})}
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if proc.returncode == 0:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    print(proc.stderr[-4000:], file=sys.stderr)
+    return {"config": name, "description": DESCRIPTIONS[name], "status": "error", "reason": f"{measure}: {tail}"[:500]}
+
+
+def measure_config(name: str, argv: list[str], device: torch.device) -> dict[str, Any]:
+    """The timing process, then on the CPU the memory process; their rows merged.
+
+    Both share a fresh inductor cache directory: the timing process compiles from scratch (its warm-up time
+    is a cold compilation), the memory process reuses what it compiled.
+    """
+    with tempfile.TemporaryDirectory(prefix="vireid-bench-inductor-") as cache_dir:
+        row = _spawn(name, argv, "time", cache_dir)
+        if row["status"] != "ok" or device.type == "cuda":
+            return row
+        memory = _spawn(name, argv, "memory", cache_dir)
+    if memory.get("status") == "error":
+        return {**row, "status": "error", "reason": memory["reason"]}
+    return {**row, **{k: v for k, v in memory.items() if k != "config"}}
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.1f}" if value >= 100 else f"{value:.{digits}g}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta, s = results["metadata"], results["settings"]
+    commit, machine, device = meta["commit"], meta["machine"], meta["device"]
+    dirty = {True: " (working tree with uncommitted changes)", False: "", None: ""}[commit.get("dirty")]
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v is not None)
+    memory = (
+        "`torch.cuda.max_memory_allocated` during one step (parameters, gradients and optimizer state included); "
+        "*step* is the part above the memory allocated before the step."
+        if device["type"] == "cuda"
+        else "the process's peak resident set size during one step (`VmHWM`, reset before the step: interpreter, "
+        "libraries, model and optimizer state included); *step* is its rise above the resident size before the "
+        "step (activations, gradients, temporaries). Memory is measured in a second process per configuration "
+        "whose glibc returns freed storages to the system (`MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`); "
+        "the times come from a process with the default settings."
+    )
+    size = (
+        "the full DEEN SYSU setting"
+        if s["full_sysu"]
+        else "**a reduced size** (the SYSU batch of 48 images, a smaller backbone and image)"
+    )
+    lines = [
+        f"# `{results['suite']}` benchmark — {machine['slug']} — {device['type']}",
+        "",
+        "Generated by `benchmarks/train_bench.py` (do not edit by hand); methodology in `benchmarks/README.md`. "
+        "One step = `Trainer.train_step`: DEEN forward, `DEENCriterion` (CE, triplet, CPM, orthogonal), backward, "
+        f"SGD step. Times are per step (median and IQR over the measured blocks). Peak memory is {memory}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| commit | `{commit['sha']}`{dirty}"
+        + (f"; library sources sha256 `{commit['source_sha256'][:12]}`" if commit.get("source_sha256") else "")
+        + " |",
+        f"| date (UTC) | {meta['timestamp_utc']} |",
+        f"| machine | `{machine['slug']}`: {machine['processor']}, {machine['cpu_count']} CPUs, "
+        f"{machine['platform']} |",
+        f"| device | {device['type']}: {device['name']}, {device['num_threads']} torch thread(s) |",
+        f"| versions | {versions} |",
+        f"| setting | {size}: {s['backbone']} at {s['height']}×{s['width']}, batch {s['batch']} "
+        f"({s['identities']} identities × {s['instances']} images × 2 modalities), {s['num_classes']} classes, "
+        f"{s['optimizer']} |",
+        f"| timing | {s['warmup']} warm-up steps, min_run_time {s['min_run_time_s']} s, about {s['min_runs']} "
+        "measured steps per configuration, each configuration in its own process |",
+        f"| load average (1 min) | {meta.get('loadavg_start', '—')} at start, {meta.get('loadavg_end', '—')} at end |",
+        f"| total runtime | {results['total_runtime_s']:.0f} s{'' if results['complete'] else ' (incomplete run)'} |",
+        "",
+        "| configuration | median ms/step | IQR ms | runs | images/s | vs eager fp32 | peak MiB | step peak MiB | "
+        "warm-up s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = next((r for r in results["cases"] if r["config"] == "eager-fp32" and r["status"] == "ok"), None)
+    for r in results["cases"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['description']} | {r['status']}: {r['reason']} | | | | | | | |")
+            continue
+        speed = "—" if base is None else f"{base['median_ms'] / r['median_ms']:.2f}×"
+        warm = ", ".join(f"{t:.1f}" for t in r["warmup_s"])
+        lines.append(
+            f"| {r['description']} | {_fmt(r['median_ms'])} | {_fmt(r['iqr_ms'], 2)} | {r['runs']} | "
+            f"{_fmt(r['images_per_s'])} | {speed} | {_fmt(r['peak_mib'])} | {_fmt(r['step_peak_mib'])} | {warm} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render is not None:
+        results = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(results))
+        return 0
+    if args.worker is not None:
+        print(json.dumps(run_config(args.worker, args)))
+        return 0
+
+    device, setting = resolve(args)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    suite = SUITE + ("-quick" if args.quick else "")
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="vireid-bench-train-")) if args.quick else DEFAULT_OUT)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{suite}--{machine_slug(device)}--{device.type}"
+    forwarded = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--worker"]
+    start = time.perf_counter()
+    dtypes = sorted({"bf16" if CONFIGS[c][0] else "fp32" for c in args.configs}, key=("fp32", "bf16").index)
+    results: dict[str, Any] = {
+        "suite": suite,
+        "schema_version": 1,
+        "complete": False,
+        "total_runtime_s": 0.0,
+        "metadata": run_metadata(device, dtypes, loadavg_start=_loadavg()),
+        "settings": {
+            **setting,
+            "quick": args.quick,
+            "configs": list(args.configs),
+            "warmup": args.warmup,
+            "min_run_time_s": args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0),
+            "min_runs": args.min_runs,
+        },
+        "cases": [],
+    }
+    print(
+        f"{suite}: {setting['backbone']} {setting['height']}x{setting['width']}, batch {setting['batch']} on {device}"
+    )
+    for name in args.configs:
+        row = measure_config(name, forwarded, device)
+        results["cases"].append(row)
+        results["total_runtime_s"] = time.perf_counter() - start
+        if row["status"] == "ok":
+            print(
+                f"  {name:22s} {row['median_ms']:9.1f} ms/step  {row['images_per_s']:8.1f} img/s  "
+                f"peak {_fmt(row['peak_mib'])} MiB  warm-up {', '.join(f'{t:.1f}' for t in row['warmup_s'])} s"
+            )
+        else:
+            print(f"  {name:22s} ERROR: {row['reason']}")
+    results["complete"] = True
+    results["metadata"]["loadavg_end"] = _loadavg()
+    errors = validate_metadata(results["metadata"])
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    md_path.write_text(markdown(results))
+    print(f"wrote {json_path} and {md_path} in {results['total_runtime_s']:.0f} s")
+    if errors:
+        print("metadata does not match benchmarks/results_schema.json:\n  " + "\n  ".join(errors))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
