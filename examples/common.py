@@ -162,7 +162,8 @@ def read_dataset(name: str, root: str | None, *, height: int, width: int, trial:
     """Read a dataset by name; the synthetic one is written first if absent (into the cache without a root).
 
     A ``root`` that already holds a synthetic dataset (its manifest) is read as it is, whatever parameters it was
-    generated with; otherwise the default synthetic dataset at ``height`` x ``width`` is written there.
+    generated with; otherwise the default synthetic dataset at ``height`` x ``width`` is written there. The cache
+    folder (no ``root``) belongs to the examples: a dataset of an older generator version there is replaced.
     """
     if name == "synthetic":
         from vireid_layers.data.datasets.synthetic import SYNTHETIC_MANIFEST, make_synthetic_dataset
@@ -171,7 +172,7 @@ def read_dataset(name: str, root: str | None, *, height: int, width: int, trial:
         if root and (folder / SYNTHETIC_MANIFEST).is_file():
             return build_dataset("synthetic", folder)
         start = time.perf_counter()
-        make_synthetic_dataset(folder, height=height, width=width, seed=0)
+        make_synthetic_dataset(folder, height=height, width=width, seed=0, overwrite=not root)
         print(f"synthetic dataset ready in {folder} ({time.perf_counter() - start:.1f}s)")
         return build_dataset("synthetic", folder)
     kwargs = {"trial": trial} if name == "regdb" else {}
@@ -179,17 +180,21 @@ def read_dataset(name: str, root: str | None, *, height: int, width: int, trial:
 
 
 def train_transform(pipeline: str, official: str | None, height: int, width: int) -> Any:
-    """The training transform: ``pipeline`` by name, ``"auto"`` = ``official`` (or light), ``"light"`` = resize + flip.
+    """The training transform: ``pipeline`` by name; ``"auto"`` = ``official`` (or light).
 
-    The light pipeline is for tiny synthetic images, where the official 10-pixel padding and crops would be huge.
+    Besides the library's pipelines (:data:`~vireid_layers.data.TRAIN_PIPELINES`), two for tiny synthetic images,
+    where the official 10-pixel padding and crops would be huge: ``"light"`` (resize, flip) and ``"light_gray"``
+    (resize, grey with probability 0.5 as DEEN's ``RandomGrayscale``, flip).
     """
     name = (official or "light") if pipeline == "auto" else pipeline
-    if name == "light":
+    if name in ("light", "light_gray"):
+        gray = [v2.RandomGrayscale(0.5)] if name == "light_gray" else []
         return v2.Compose(
             [
                 v2.ToImage(),
                 v2.RGB(),
                 v2.Resize((height, width), antialias=True),
+                *gray,
                 v2.RandomHorizontalFlip(),
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
