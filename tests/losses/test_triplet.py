@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import F64, assert_close_at, bijections, grid_randn, loop_distance_matrix, pkm_batches, relabel
 
+from vireid_layers.distances import paired_euclidean, pairwise_euclidean
 from vireid_layers.losses.triplet import HardTripletLoss, hard_triplet_loss
 
 DTYPES = [torch.float32, F64]
@@ -34,6 +35,25 @@ def official_triplet(
         d_an = torch.stack(negatives).min()
         per_anchor.append(torch.relu(d_ap - d_an + margin))
     losses = torch.stack(per_anchor) if per_anchor else x.new_zeros(0, dtype=F64)
+    return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
+
+
+def autograd_triplet(
+    x: torch.Tensor, labels: torch.Tensor, margin: float = 0.3, reduction: str = "mean"
+) -> torch.Tensor:
+    """The same mining with the mined distances recomputed by plain autograd (the library's previous form):
+    ``x[index]`` gathers and ``paired_euclidean``; the library's hand-written backward must reproduce it."""
+    positive = labels.unsqueeze(0) == labels.unsqueeze(1)
+    with torch.no_grad():
+        distances = pairwise_euclidean(x)
+        positive_index = torch.where(positive, distances, torch.full_like(distances, -float("inf"))).argmax(1)
+        negative_index = torch.where(positive, torch.full_like(distances, float("inf")), distances).argmin(1)
+    hardest_positive = paired_euclidean(x, x[positive_index])
+    hardest_negative = paired_euclidean(x, x[negative_index])
+    hardest_negative = torch.where(
+        (~positive).any(1), hardest_negative, torch.full_like(hardest_negative, float("inf"))
+    )
+    losses = (hardest_positive - hardest_negative + margin).relu()
     return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
 
 
@@ -108,6 +128,76 @@ def test_gradcheck() -> None:
     for reduction in ("mean", "none"):
         fn = functools.partial(hard_triplet_loss, labels=labels, margin=10.0, reduction=reduction)
         assert torch.autograd.gradcheck(fn, (x.clone().requires_grad_(True),), eps=1e-6, atol=1e-4)
+
+
+def _grad_with(loss: torch.Tensor, x: torch.Tensor, seed: int) -> torch.Tensor:
+    """The gradient of ``loss`` against random output weights (so every anchor's backward is weighted apart)."""
+    weights = torch.rand(loss.shape, generator=torch.Generator().manual_seed(seed), dtype=loss.dtype)
+    (grad,) = torch.autograd.grad(loss, x, weights)
+    return grad
+
+
+@given(
+    batch=pkm_batches(coincide="any", num_ids=(1, 4), num_instances=(1, 3)),
+    dtype=st.sampled_from(DTYPES),
+    margin=st.sampled_from([0.0, 0.3, 2.0]),
+    reduction=st.sampled_from(REDUCTIONS),
+)
+def test_matches_autograd_formulation(batch: tuple, dtype: torch.dtype, margin: float, reduction: str) -> None:
+    """The hand-written backward gives the values and gradients of plain autograd on the same mined pairs,
+    including coinciding rows (clamped distances, zero gradient) and anchors without negatives."""
+    x, labels, _ = batch
+    x = x.to(dtype).requires_grad_(True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    actual = hard_triplet_loss(x, labels, margin=margin, reduction=reduction)
+    expected = autograd_triplet(x_ref, labels, margin, reduction)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)  # the same operations on the same values
+    torch.testing.assert_close(_grad_with(actual, x, 0), _grad_with(expected, x_ref, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matches_autograd_formulation_sysu_batch(dtype: torch.dtype) -> None:
+    """At the SYSU batch of the benchmark (144 rows = 3 x 48: 6 identities x 4 images x 2 modalities, D = 512
+    here), non-negative features as after the last ReLU."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(144, 512, generator=g, dtype=dtype).abs().requires_grad_(True)
+    labels = torch.arange(6).repeat_interleave(4).repeat(6)
+    x_ref = x.detach().clone().requires_grad_(True)
+    for reduction in REDUCTIONS:
+        actual = hard_triplet_loss(x, labels, reduction=reduction)
+        expected = autograd_triplet(x_ref, labels, reduction=reduction)
+        assert expected.sum() > 0
+        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+        torch.testing.assert_close(_grad_with(actual, x, 1), _grad_with(expected, x_ref, 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clamped_distance_has_no_gradient(dtype: torch.dtype) -> None:
+    """A mined positive closer than 1e-6 but not coinciding: the clamp is active, so that distance passes no
+    gradient (as ``clamp(min=1e-12).sqrt()`` under autograd)."""
+    # Row 1's positives, itself and row 0 (3e-7 away), both sit at the clamped 1e-6: argmax takes row 0. Every
+    # other mined pair lies along the first axis, so only the clamped pair could move row 0 along the second.
+    x = torch.tensor([[0.0, 0.0], [0.0, 3e-7], [2.0, 0.0], [3.0, 0.0]], dtype=dtype, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    x_ref = x.detach().clone().requires_grad_(True)
+    actual = hard_triplet_loss(x, labels, margin=5.0, reduction="none")
+    expected = autograd_triplet(x_ref, labels, 5.0, "none")
+    assert (actual > 0).all()
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    grad, expected_grad = _grad_with(actual, x, 3), _grad_with(expected, x_ref, 3)
+    torch.testing.assert_close(grad, expected_grad)
+    assert grad[0, 1] == 0 and grad[0, 0] != 0
+
+
+def test_no_second_derivative() -> None:
+    """The backward pass is written out and differentiable once: with ``create_graph=True`` the gradient carries
+    no graph, so a second derivative is refused rather than silently wrong."""
+    x, labels = _batch(F64, seed=2)
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(hard_triplet_loss(x, labels), [x], create_graph=True)
+    assert grad.abs().sum() > 0 and not grad.requires_grad
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        torch.autograd.grad(grad.sum(), [x])
 
 
 # ------------------------------------------------------------------------------------------------ properties
@@ -234,6 +324,22 @@ def test_compile(reduction: str) -> None:
     torch.testing.assert_close(torch.compile(functional, backend="eager", fullgraph=True)(x, labels), expected)
 
 
+@pytest.mark.usefixtures("fresh_dynamo")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_compile_backward(reduction: str) -> None:
+    """The hand-written backward traced by AOTAutograd gives the eager values and gradients."""
+    x, labels = _batch(torch.float32, seed=4)
+    fn = functools.partial(hard_triplet_loss, margin=0.5, reduction=reduction)
+    x_eager, x_compiled = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    expected = fn(x_eager, labels)
+    actual = torch.compile(fn, backend="aot_eager", fullgraph=True)(x_compiled, labels)
+    assert expected.sum() > 0
+    torch.testing.assert_close(actual, expected)
+    grad = _grad_with(actual, x_compiled, 2)
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(grad, _grad_with(expected, x_eager, 2))
+
+
 def test_bf16_autocast() -> None:
     x, labels = _batch(torch.float32, seed=6, d=16)
     x = x.bfloat16().requires_grad_(True)
@@ -243,6 +349,11 @@ def test_bf16_autocast() -> None:
     torch.testing.assert_close(loss, hard_triplet_loss(x.detach().float(), labels), rtol=2e-2, atol=1e-3)
     loss.backward()
     assert x.grad is not None and x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad).all()
+    # Mining and distances run in float32 on the upcast input: the float32 gradient, rounded to bfloat16.
+    x32 = x.detach().float().requires_grad_(True)
+    hard_triplet_loss(x32, labels).backward()
+    assert x32.grad is not None and x.grad.abs().sum() > 0
+    torch.testing.assert_close(x.grad, x32.grad.bfloat16(), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(("margin", "reduction"), [(0.3, "mean"), (0.0, "sum"), (1.2, "none")])
