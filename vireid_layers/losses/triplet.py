@@ -83,15 +83,15 @@ _MIN_DISTANCE = 1e-6
 class _HardestPairHinge(torch.autograd.Function):
     r"""The per-anchor hinges from the rows and the mined indices, as one autograd node with its backward written out.
 
-    Forward: the differences :math:`v = x_a - x_b` between every anchor and its mined positive and negative
-    (one ``index_select`` of :math:`2N` rows), the distances :math:`\max(\lVert v \rVert, 10^{-6})` (the values
-    of :func:`~vireid_layers.distances.paired_euclidean`), the hinges, and, for the backward pass, the
-    derivative :math:`c = \pm 1` of each anchor's loss with respect to its two distances where the hinge is
-    active (0 where it is not, as ``relu``'s autograd backward at 0), divided by the distance (0 where the clamp
-    is active, as the clamp's and the norm's autograd backward). Backward: :math:`g\, c\, v / \lVert v \rVert`
-    is added to the gradient of the anchor row and subtracted from that of the mined row (``index_add``). The
-    mined indices are constants of the backward pass, which gives the gradient of the official max/min (up to
-    ties). Not twice differentiable.
+    Forward: the differences :math:`v = x_b - x_a` from every anchor :math:`a` to its mined positive and negative
+    :math:`b` (one ``index_select`` of :math:`2N` rows, the anchors subtracted in place), the distances
+    :math:`\max(\lVert v \rVert, 10^{-6})` (the values of :func:`~vireid_layers.distances.paired_euclidean`),
+    the hinges, and, for the backward pass, the derivative :math:`c = \pm 1` of each anchor's loss with respect
+    to its two distances where the hinge is active (0 where it is not, as ``relu``'s autograd backward at 0),
+    divided by the distance (0 where the clamp is active, as the clamp's and the norm's autograd backward).
+    Backward: :math:`g\, c\, (x_a - x_b) / \lVert x_a - x_b \rVert` is added to the gradient of the anchor row
+    and subtracted from that of the mined row (``index_add``). The mined indices are constants of the backward
+    pass, which gives the gradient of the official max/min (up to ties). Not twice differentiable.
 
     Inputs ``embeddings`` :math:`(N, D)` in float32 or float64, ``index`` :math:`(2N,)` (the hardest positives,
     then the hardest negatives), ``has_negative`` :math:`(N,)`; returns the :math:`(N,)` per-anchor losses.
@@ -101,14 +101,16 @@ class _HardestPairHinge(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, embeddings: Tensor, index: Tensor, has_negative: Tensor, margin: float
     ) -> Tensor:
-        diff = embeddings - embeddings.index_select(0, index).view(2, *embeddings.shape)  # (2, N, D)
+        # v = x_b - x_a from every anchor a to its mined row b, in the gathered rows' own buffer: (2, N, D).
+        diff = embeddings.index_select(0, index).view(2, *embeddings.shape).sub_(embeddings)
         norm = torch.linalg.vector_norm(diff, dim=-1)  # (2, N): anchor-positive, anchor-negative
         hardest_positive, hardest_negative = norm.clamp_min(_MIN_DISTANCE).unbind(0)
         args = hardest_positive - hardest_negative + margin
         active = (args > 0) & has_negative  # an anchor without negatives contributes 0
         slope = active.to(diff.dtype)
-        # d loss / d distance (+1 positive, -1 negative), divided by the distance, 0 where the clamp is active.
-        factor = torch.where(norm >= _MIN_DISTANCE, torch.stack([slope, -slope]) / norm.clamp_min(_MIN_DISTANCE), 0.0)
+        # d loss / d distance (+1 positive, -1 negative), divided by the distance, 0 where the clamp is active;
+        # negated, so that factor * v = c (x_a - x_b) / ||x_a - x_b||.
+        factor = torch.where(norm >= _MIN_DISTANCE, torch.stack([-slope, slope]) / norm.clamp_min(_MIN_DISTANCE), 0.0)
         ctx.save_for_backward(index, factor, diff)
         return torch.where(active, args, 0.0)
 
@@ -116,7 +118,7 @@ class _HardestPairHinge(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         index, factor, diff = ctx.saved_tensors
-        g = (factor * grad).unsqueeze(-1) * diff  # (2, N, D): d loss / d (x_a - x_b)
+        g = (factor * grad).unsqueeze(-1) * diff  # (2, N, D): d loss / d x_a through each pair; -d loss / d x_b
         grad_embeddings = g.sum(0).index_add_(0, index, g.flatten(0, 1), alpha=-1.0)
         return grad_embeddings, None, None, None
 
