@@ -33,7 +33,7 @@ from vireid_layers.data import (
     build_train_transform,
 )
 from vireid_layers.engine import ProtocolEvaluator, Trainer, build_train_loader, head_param_groups, init_distributed
-from vireid_layers.evaluation import protocol_for_dataset
+from vireid_layers.evaluation import negative_cosine_similarity, negative_dot_product, protocol_for_dataset
 from vireid_layers.models import AGW, DEEN
 
 DATASETS = ("synthetic", "sysu", "regdb", "llcm")
@@ -295,7 +295,12 @@ def setup(cfg: Any) -> Setup:
 
 
 def make_evaluator(cfg: Any, dataset: VIReIDDataset, device: torch.device, num_trials: int) -> ProtocolEvaluator:
-    """``model -> ProtocolResult`` on the dataset's test split with the configured protocol, feature and flip."""
+    """``model -> ProtocolResult`` on the dataset's test split with the configured protocol, feature and flip.
+
+    DEEN's official feature with flip averaging ranks as its ``test.py``: the six unit features of an image and of
+    its flip are added, not normalised again, and compared by their dot product.
+    """
+    official_flip = bool(cfg.flip) and cfg.feature == "official"
     return ProtocolEvaluator(
         protocol_for_dataset(cfg.dataset, direction=cfg.direction, mode=cfg.mode, num_trials=num_trials),
         dataset,
@@ -305,6 +310,8 @@ def make_evaluator(cfg: Any, dataset: VIReIDDataset, device: torch.device, num_t
         num_workers=cfg.workers,
         device=device,
         flip="sum" if cfg.flip else False,
+        normalize=not official_flip,
+        distance=negative_dot_product if official_flip else negative_cosine_similarity,
     )
 
 

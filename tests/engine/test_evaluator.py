@@ -17,6 +17,7 @@ from vireid_layers.evaluation import (
     SYSUProtocol,
     k_reciprocal_rerank,
     negative_cosine_similarity,
+    negative_dot_product,
     retrieval_metrics,
 )
 
@@ -90,6 +91,44 @@ def test_matches_plain_extraction_and_protocol(dataset, flip: bool) -> None:
     d = negative_cosine_similarity(qf[list(select.query)], gf[list(select.gallery)])
     metrics = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, exclude=protocol.exclude)
     assert result.trials[1].metrics.mAP == pytest.approx(metrics.mAP, abs=1e-6)
+
+
+def test_deen_official_flip_ranking(dataset) -> None:
+    """normalize=False + negative_dot_product is DEEN's test.py: per-part unit features of the image and its flip
+    added (not normalised again), ranked by the sum over parts of their dot products."""
+
+    class UnitParts(Pooled):
+        def embed(self, images: Tensor, modalities: Tensor) -> Tensor:
+            return F.normalize(super().embed(images, modalities), dim=-1)  # (N, 2, D): unit per part
+
+    model = UnitParts()
+    protocol = SYSUProtocol(num_trials=2)
+    evaluator = ProtocolEvaluator(
+        protocol, dataset, TRANSFORM, flip="sum", normalize=False, distance=negative_dot_product
+    )
+    result = evaluator(model)
+
+    def official(records: list, modality: Modality) -> Tensor:  # (N, parts, D), the sum of image and flip
+        rows = []
+        for record in records:
+            image = TRANSFORM(Image.open(record.path).convert("RGB")).unsqueeze(0)
+            m = torch.tensor([int(modality)])
+            with torch.no_grad():
+                rows.append(model.embed(image, m) + model.embed(image.flip(-1), m))
+        return torch.cat(rows)
+
+    queries, gallery = protocol.query_candidates(dataset), protocol.gallery_candidates(dataset)
+    qf, gf = official(queries, protocol.query_modality), official(gallery, protocol.gallery_modality)
+    select = protocol.select(dataset, 1)
+    q, g = qf[list(select.query)], gf[list(select.gallery)]
+    similarity = sum(q[:, k] @ g[:, k].T for k in range(q.shape[1]))  # distmat7: the sum of the part matrices
+    q_ids = torch.tensor([queries[i].identity for i in select.query])
+    g_ids = torch.tensor([gallery[i].identity for i in select.gallery])
+    q_cams = torch.tensor([queries[i].camera for i in select.query])
+    g_cams = torch.tensor([gallery[i].camera for i in select.gallery])
+    metrics = retrieval_metrics(-similarity, q_ids, g_ids, q_cams, g_cams, exclude=protocol.exclude)
+    assert result.trials[1].metrics.mAP == pytest.approx(metrics.mAP, abs=1e-6)
+    assert torch.equal(result.trials[1].metrics.cmc, metrics.cmc)
 
 
 def test_distance_and_trials(dataset) -> None:

@@ -549,3 +549,29 @@ def test_register_protocol():
         assert build_protocol("test-only-protocol") == RegDBProtocol("v2i")
     finally:
         del PROTOCOLS["test-only-protocol"]
+
+
+# ------------------------------------------------------------------------------------------------ distances
+
+
+def test_distances_against_plain_formulas() -> None:
+    from vireid_layers.evaluation import negative_cosine_similarity, negative_dot_product
+
+    gen = torch.Generator().manual_seed(0)
+    q, g = torch.randn(5, 7, generator=gen, dtype=torch.float64), torch.randn(4, 7, generator=gen, dtype=torch.float64)
+    dot = torch.tensor([[-sum(a * b for a, b in zip(qi.tolist(), gi.tolist(), strict=True)) for gi in g] for qi in q])
+    torch.testing.assert_close(negative_dot_product(q, g), dot.double())
+    norms = q.norm(dim=1, keepdim=True) * g.norm(dim=1)
+    torch.testing.assert_close(negative_cosine_similarity(q, g), dot.double() / norms)
+    # Unit-norm features: both rankings are the same distance.
+    qn, gn = torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(g, dim=1)
+    torch.testing.assert_close(negative_dot_product(qn, gn), negative_cosine_similarity(qn, gn))
+    assert negative_dot_product(q.float(), g.half()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("shapes", [((3,), (2, 3)), ((2, 3), (2, 4))])
+def test_dot_product_rejects_bad_shapes(shapes: tuple) -> None:
+    from vireid_layers.evaluation import negative_dot_product
+
+    with pytest.raises(ValueError, match=r"`(query|gallery)`"):
+        negative_dot_product(torch.zeros(shapes[0]), torch.zeros(shapes[1]))

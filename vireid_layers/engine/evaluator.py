@@ -69,7 +69,10 @@ class ProtocolEvaluator:
         flip: ``False``, ``"sum"`` (DEEN) or ``"mean"`` (CAJ) horizontal-flip test-time augmentation, see
             :func:`~vireid_layers.evaluation.extract_features`.
         trials: the trials to run; default all of the protocol's.
-        distance: ``(query, gallery) -> (Q, G)`` distances of the L2-normalised features; default
+        normalize: L2-normalise every feature (after flip averaging with ``"mean"``, before the sum with
+            ``"sum"``); ``False`` keeps ``embed``'s features as they are, which with ``flip="sum"`` and
+            :func:`~vireid_layers.evaluation.negative_dot_product` is DEEN's ``test.py`` ranking exactly.
+        distance: ``(query, gallery) -> (Q, G)`` distances of the features; default
             :func:`~vireid_layers.evaluation.negative_cosine_similarity`
             (:func:`~vireid_layers.evaluation.k_reciprocal_rerank` re-ranks).
 
@@ -106,6 +109,7 @@ class ProtocolEvaluator:
     device: torch.device | str | None = None
     flip: FlipMode | Literal[False] = False
     trials: Sequence[int] | None = None
+    normalize: bool = True
     distance: Callable[[Tensor, Tensor], Tensor] = negative_cosine_similarity
 
     def __post_init__(self) -> None:
@@ -122,7 +126,7 @@ class ProtocolEvaluator:
             raise ValueError(f"`flip` must be False, 'sum' or 'mean', got {self.flip!r}")
 
     def extract(self, model: nn.Module, records: list[ImageRecord], modality: Modality) -> Tensor:
-        """Features of ``records`` through the stem of ``modality``: :math:`(N, D)`, L2-normalised, on the CPU."""
+        """Features of ``records`` through the stem of ``modality``: :math:`(N, D)` on the CPU."""
         loader = DataLoader(
             ImageDataset(records, self.transform),
             batch_size=self.batch_size,
@@ -134,7 +138,9 @@ class ProtocolEvaluator:
         def forward(net: nn.Module, images: Tensor, modalities: Tensor) -> Tensor:
             return embed(net, images, modalities).flatten(1)
 
-        features, _, _ = extract_features(model, loader, modality, forward=forward, device=self.device, flip=self.flip)
+        features, _, _ = extract_features(
+            model, loader, modality, forward=forward, device=self.device, flip=self.flip, normalize=self.normalize
+        )
         return features
 
     def __call__(self, model: nn.Module) -> ProtocolResult:

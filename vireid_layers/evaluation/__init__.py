@@ -29,6 +29,7 @@ from .protocols import (
     exclude_sysu_indoor_camera_reversed,
     load_sysu_permutation,
     negative_cosine_similarity,
+    negative_dot_product,
     parse_sysu_permutation,
     register_protocol,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "k_reciprocal_rerank",
     "load_sysu_permutation",
     "negative_cosine_similarity",
+    "negative_dot_product",
     "parse_sysu_permutation",
     "protocol_for_dataset",
     "register_protocol",

@@ -561,6 +561,39 @@ def negative_cosine_similarity(query: Tensor, gallery: Tensor) -> Tensor:
     return -(q @ g.T)
 
 
+def negative_dot_product(query: Tensor, gallery: Tensor) -> Tensor:
+    r"""Minus the plain dot product: the ranking of DEEN's ``test.py`` for flip-summed features.
+
+    .. math:: d(q, g) = -q^\top g
+
+    DEEN adds the L2-normalised features of an image and of its horizontal flip without normalising the sum
+    again, and ranks by this dot product; for unit-norm features it equals
+    :func:`negative_cosine_similarity`. Use it with ``extract_features(..., flip="sum", normalize=False)`` on a
+    model whose embedding is already L2-normalised (:meth:`~vireid_layers.models.DEEN.embed`). Computed in
+    float32 (float64 inputs stay float64).
+
+    Args:
+        query: :math:`(Q, D)` features.
+        gallery: :math:`(G, D)` features.
+
+    Returns:
+        :math:`(Q, G)` distances.
+
+    Examples:
+        >>> negative_dot_product(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+        tensor([[-2., -0.]])
+    """
+    query = check_shape(query, "query", "(Q, D)", 2)
+    gallery = check_shape(gallery, "gallery", "(G, D)", 2)
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"`query` and `gallery` must have the same feature size, got {tuple(query.shape)} and "
+            f"{tuple(gallery.shape)}"
+        )
+    dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
+    return -(query.to(dtype) @ gallery.to(device=query.device, dtype=dtype).T)
+
+
 Distance = Callable[[Tensor, Tensor], Tensor]
 Extractor = Callable[[list[ImageRecord], Modality], Tensor]
 
