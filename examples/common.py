@@ -32,6 +32,7 @@ from vireid_layers.data import (
     build_test_transform,
     build_train_transform,
 )
+from vireid_layers.data.datasets.sysu import read_id_file
 from vireid_layers.engine import ProtocolEvaluator, Trainer, build_train_loader, head_param_groups, init_distributed
 from vireid_layers.evaluation import negative_cosine_similarity, negative_dot_product, protocol_for_dataset
 from vireid_layers.models import AGW, DEEN
@@ -44,7 +45,7 @@ SYNTHETIC_CACHE = Path.home() / ".cache" / "vireid_layers"  # the synthetic data
 COMMON_CHOICES: dict[str, tuple[str, ...]] = {
     "amp": ("auto", "bf16", "fp16", "none"),
     "direction": ("auto", "i2v", "v2i"),
-    "select_on": ("last", "test"),  # no validation split is defined for these datasets
+    "select_on": ("last", "val", "test"),
     "mode": ("all", "indoor"),
     "optimizer": ("sgd", "adam"),
 }
@@ -130,6 +131,13 @@ def check_common(
         fail(f"--trial must be in 1..10 for RegDB, got {cfg.trial}")
     if cfg.resume is not None and not Path(cfg.resume).is_file():
         fail(f"--resume {cfg.resume!r} does not exist")
+    if cfg.val_identities < 0:
+        fail(f"--val-identities must be >= 0, got {cfg.val_identities}")
+    if cfg.select_on == "val" and cfg.val_identities == 0 and cfg.dataset not in ("sysu", "synthetic"):
+        fail(
+            f"--select-on val needs --val-identities N for --dataset {cfg.dataset} (only SYSU-MM01's layout "
+            "defines validation identities, exp/val_id.txt)"
+        )
 
 
 def _check_numbers(cfg: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> None:
@@ -266,12 +274,30 @@ def cpu_threads(requested: int) -> int:
 
 
 class Setup(NamedTuple):
-    """The process and the data of a run."""
+    """The process and the data of a run: ``val`` holds the held-out identities of ``--select-on val``."""
 
     rank: int
     world_size: int
     device: torch.device
     dataset: VIReIDDataset
+    val: VIReIDDataset | None = None
+
+
+def validation_identities(cfg: Any, dataset: VIReIDDataset) -> list[int]:
+    """The training identities held out for model selection.
+
+    ``--val-identities N`` draws N of them with the run's seed; ``0`` takes SYSU-MM01's ``exp/val_id.txt`` (the
+    synthetic dataset writes one too), which the official code trains on.
+    """
+    if cfg.val_identities == 0:
+        return list(read_id_file(dataset.root / "exp" / "val_id.txt"))
+    if cfg.val_identities >= len(dataset.train_identities):
+        fail(
+            f"--val-identities must be below the number of training identities "
+            f"({len(dataset.train_identities)}), got {cfg.val_identities}"
+        )
+    order = torch.randperm(len(dataset.train_identities), generator=torch.Generator().manual_seed(cfg.seed))
+    return sorted(dataset.train_identities[i] for i in order[: cfg.val_identities].tolist())
 
 
 def setup(cfg: Any) -> Setup:
@@ -291,7 +317,10 @@ def setup(cfg: Any) -> Setup:
         torch.distributed.barrier()
         dataset = dataset or read()
     assert dataset is not None
-    return Setup(rank, world_size, device, dataset)
+    if cfg.select_on != "val":
+        return Setup(rank, world_size, device, dataset)
+    train, val = dataset.hold_out(validation_identities(cfg, dataset))
+    return Setup(rank, world_size, device, train, val)
 
 
 def make_evaluator(cfg: Any, dataset: VIReIDDataset, device: torch.device, num_trials: int) -> ProtocolEvaluator:
@@ -363,9 +392,11 @@ def train(
         run_dir=run_dir,
         epochs=cfg.epochs,
         gather=gather,
-        evaluate=make_evaluator(cfg, dataset, device, num_trials=1) if cfg.eval_every > 0 else None,
+        evaluate=make_evaluator(cfg, env.val or dataset, device, num_trials=1)
+        if cfg.eval_every > 0 and env.rank == 0
+        else None,
         eval_every=cfg.eval_every,
-        select_on="test" if cfg.select_on == "test" else "last",
+        select_on=cfg.select_on,
         test=make_evaluator(cfg, dataset, device, num_trials=cfg.eval_trials) if env.rank == 0 else None,
         config={
             **dataclasses.asdict(cfg),

@@ -47,7 +47,7 @@ class AGWConfig:
 
     dataset: str = "sysu"
     root: str | None = None
-    backbone: str = "resnet50"
+    backbone: str = "resnet50.tv_in1k"  # ResNet-50 with the torchvision ImageNet weights the official code loads
     pretrained: bool = True  # ImageNet weights through timm (downloaded once)
     method: str = "agw"  # "agw" (non-local, GeM, WRT) or "base" (average pooling, batch-hard triplet)
     non_local_form: str = "official"  # "official" (1-channel bottleneck) or "corrected" (C/2 channels)
@@ -77,7 +77,10 @@ class AGWConfig:
     feature: str = "fc"  # "fc" (BN feature, the official selection) or "pool" (pre-BN feature)
     flip: bool = False  # horizontal-flip test-time augmentation
     eval_every: int = 2
-    select_on: str = "last"  # "last", or "test" (the official code: best Rank-1 on the test set, logged)
+    # "last"; "val": best Rank-1 on held-out training identities (val_identities); "test": the official code,
+    # best Rank-1 on the test set, logged as selected_on=test
+    select_on: str = "last"
+    val_identities: int = 0  # --select-on val: N ids held out (seeded); 0: exp/val_id.txt (SYSU-MM01, synthetic)
     amp: str = "auto"
     compile: bool = False
     channels_last: bool = False

@@ -46,7 +46,7 @@ class DEENConfig:
 
     dataset: str = "sysu"
     root: str | None = None
-    backbone: str = "resnet50"
+    backbone: str = "resnet50.tv_in1k"  # ResNet-50 with the torchvision ImageNet weights the official code loads
     pretrained: bool = True  # ImageNet weights through timm (downloaded once)
     variant: str = "auto"  # "sysu" (SYSU, LLCM) or "regdb"; "auto" picks by dataset
     mfa_form: str = "official"
@@ -78,7 +78,10 @@ class DEENConfig:
     feature: str = "official"  # "official" (sum of six cosine similarities) or "plain" (BN feature)
     flip: bool = False  # horizontal-flip test-time augmentation (DEEN test.py)
     eval_every: int = 10
-    select_on: str = "last"  # "last", or "test" (the official code: best Rank-1 on the test set, logged)
+    # "last"; "val": best Rank-1 on held-out training identities (val_identities); "test": the official code,
+    # best Rank-1 on the test set, logged as selected_on=test
+    select_on: str = "last"
+    val_identities: int = 0  # --select-on val: N ids held out (seeded); 0: exp/val_id.txt (SYSU-MM01, synthetic)
     amp: str = "auto"
     compile: bool = False
     channels_last: bool = False

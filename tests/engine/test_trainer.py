@@ -5,6 +5,7 @@ The example scripts are tested in tests/examples/test_examples.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -137,6 +138,14 @@ def test_short_run_lowers_loss_and_writes_run_dir(tmp_path: Path) -> None:
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"ce", "triplet", "total", "lr", "epoch", "step"} <= set(header)
     assert "plots skipped" in (tmp_path / "train.log").read_text() or (tmp_path / "plots").is_dir()
+    # Strict JSON: no NaN/Infinity tokens (the gradient norm is not measured without clipping: null).
+    rows = [json.loads(line, parse_constant=_reject) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert train_rows and all(r["grad_norm"] is None for r in train_rows)
+
+
+def _reject(token: str) -> None:
+    raise ValueError(f"non-standard JSON constant {token}")
 
 
 def test_resume_is_bit_exact(tmp_path: Path) -> None:
@@ -155,6 +164,14 @@ def test_resume_is_bit_exact(tmp_path: Path) -> None:
     for key, value in reference.items():
         assert torch.equal(value, resumed[key]), key
     assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
+
+
+def test_resume_logs_configuration_changes(tmp_path: Path) -> None:
+    make_trainer(tmp_path, epochs=1, config={"epochs": 1, "lr": 0.1}).fit()
+    make_trainer(tmp_path, epochs=2, config={"epochs": 2, "lr": 0.1}).fit(resume=tmp_path / "last.pt")
+    log = (tmp_path / "train.log").read_text()
+    assert "differs from config.json: epochs: 1 -> 2" in log and "lr:" not in log.split("differs")[1].splitlines()[0]
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 1  # the run's record is kept
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_deen_recipe_defaults_and_synthetic_overrides() -> None:
     example = load_example("train_deen")
     cfg = example.parse_config(["--dataset", "sysu", "--root", str(ROOT), "--lambda-ort", "0.1"])
     assert (cfg.backbone, cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (
-        "resnet50",
+        "resnet50.tv_in1k",
         384,
         144,
         6,
@@ -109,7 +109,12 @@ def test_agw_rejects_bad_configuration(argv: list[str], match: str) -> None:
 def test_agw_recipe_defaults() -> None:
     example = load_example("train_agw")
     cfg = example.validate_config(example.parse_config(["--dataset", "sysu", "--root", str(ROOT)]))
-    assert (cfg.backbone, cfg.pretrained, cfg.method, cfg.non_local_form) == ("resnet50", True, "agw", "official")
+    assert (cfg.backbone, cfg.pretrained, cfg.method, cfg.non_local_form) == (
+        "resnet50.tv_in1k",
+        True,
+        "agw",
+        "official",
+    )
     assert (cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (288, 144, 8, 4)
     assert (cfg.optimizer, cfg.lr, cfg.backbone_lr_scale, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (
         "sgd",
@@ -124,6 +129,24 @@ def test_agw_recipe_defaults() -> None:
     assert example.OFFICIAL_PIPELINE == "agw"
     quick = example.parse_config([])
     assert (quick.dataset, quick.backbone, quick.height, quick.device) == ("synthetic", "resnet18", 64, "cpu")
+
+
+def test_select_on_validation_identities(tmp_path: Path, tiny_root: Path) -> None:
+    """--select-on val holds exp/val_id.txt out of training and selects the checkpoint on it, not on the test set."""
+    train = load_example("train_deen")
+    held = [int(x) for x in (tiny_root / "exp" / "val_id.txt").read_text().replace(",", " ").split()]
+    assert held  # the synthetic dataset writes validation ids, as SYSU-MM01
+    run = tmp_path / "val"
+    argv = ["--root", str(tiny_root), "--epochs", "2", "--epoch-length", "2", "--batch-identities", "4"]
+    argv += ["--eval-every", "1", "--eval-trials", "1", "--select-on", "val", "--threads", "1", "--run-dir", str(run)]
+    assert train.main(argv) == 0
+    assert json.loads((run / "config.json").read_text())["num_classes"] == 10 - len(held)
+    log = (run / "train.log").read_text()
+    assert "evaluation after epoch 0 (val)" in log and "selected_on=val" in log
+    assert json.loads((run / "results.json").read_text())["selected_on"] == "val" and (run / "best.pt").is_file()
+    example = load_example("train_deen")
+    with pytest.raises(ValueError, match="--select-on val needs --val-identities"):
+        example.validate_config(example.parse_config(["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"]))
 
 
 def test_main_exits_with_status_2_on_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:

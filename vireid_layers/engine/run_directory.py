@@ -18,6 +18,7 @@ import csv
 import datetime as _dt
 import importlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -69,6 +70,11 @@ def environment_info(device: torch.device | None = None) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data; NaN and infinities become ``null`` (strict JSON has no such numbers)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -77,8 +83,6 @@ def _jsonable(value: Any) -> Any:
         return value
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
     return repr(value)
 
 
@@ -120,7 +124,7 @@ class RunDirectory:
         """Write ``data`` as indented JSON to ``name`` in the run directory."""
         path = self._file(name)
         if path is not None:
-            path.write_text(json.dumps(_jsonable(data), indent=2) + "\n", encoding="utf-8")
+            path.write_text(json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
     def write_text(self, name: str, text: str) -> None:
         """Write a text file in the run directory."""
@@ -134,7 +138,7 @@ class RunDirectory:
             return
         row = _jsonable(row)
         with (self.path / "metrics.jsonl").open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row, allow_nan=False) + "\n")
         if row.get("kind") != "train":
             return
         csv_path = self.path / "metrics.csv"

@@ -9,6 +9,7 @@ it, else the plain sum. Each term is logged separately.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint, strip_prefixes, unwrap_model
 from .distributed import distributed_info, gather_nested
-from .run_directory import RunDirectory, environment_info
+from .run_directory import RunDirectory, _jsonable, environment_info
 
 __all__ = ["AmpMode", "Trainer", "TrainingResult", "default_forward"]
 
@@ -400,6 +401,18 @@ class Trainer:
         env.update(amp=self.amp, channels_last=self.channels_last, world_size=self.world_size)
         self.run.write_json("env.json", env)
 
+    def _log_config_changes(self) -> None:
+        """On resume, log every configuration value that differs from the run's ``config.json`` (kept as it was)."""
+        if self.run_dir is None or not (self.run_dir / "config.json").is_file():
+            return
+        recorded = json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
+        current = json.loads(json.dumps(_jsonable(self.config)))
+        changed = {k: (recorded.get(k), current.get(k)) for k in sorted({*recorded, *current})}
+        changed = {k: v for k, v in changed.items() if v[0] != v[1]}
+        if changed:
+            shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            self.run.log(f"warning: resuming with a configuration that differs from config.json: {shown}")
+
     def fit(self, resume: str | os.PathLike[str] | None = None) -> TrainingResult:
         """Run the remaining epochs (all of them, or those after the checkpoint ``resume``), then the final test.
 
@@ -408,6 +421,7 @@ class Trainer:
         """
         if resume is not None:
             self.resume(resume)
+            self._log_config_changes()
         else:
             self._write_run_files()
         if self.select_on == "test" and self.evaluate_fn is not None:
