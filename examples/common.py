@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -256,18 +255,12 @@ def embedder(feature: str) -> Callable[[nn.Module, torch.Tensor, torch.Tensor], 
 
 
 def cpu_threads(requested: int) -> int:
-    """Intra-op threads for CPU training: ``requested``, or (0) torch's default reduced to the idle cores.
+    """Intra-op threads for CPU training: ``requested``, or (0) torch's default (one per core).
 
-    Oversubscribed cores make small-tensor training many times slower, so on a busy machine fewer threads win.
+    On a machine busy with other work, fewer threads than cores are faster for these small tensors (oversubscribed
+    cores make every op wait): pass ``--threads 1`` there.
     """
-    if requested > 0:
-        return requested
-    default = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on every platform
-        return default
-    return max(1, min(default, round((os.cpu_count() or default) - busy)))
+    return requested if requested > 0 else torch.get_num_threads()
 
 
 # ------------------------------------------------------------------------------------------------ the run

@@ -54,7 +54,7 @@ __all__ = [
 
 #: Version of the generative model. It is stored in the manifest; a change of the renderer that changes any
 #: pixel must increase it, so that an old dataset on disk is recognised as different.
-SYNTHETIC_GENERATOR_VERSION = 1
+SYNTHETIC_GENERATOR_VERSION = 3
 #: Name of the manifest file written at the dataset root.
 SYNTHETIC_MANIFEST = "synthetic.json"
 #: JPEG quality of every image (chroma is not subsampled, so thin coloured stripes survive).
@@ -68,9 +68,10 @@ _PATTERNS = ("plain", "hstripes", "vstripes", "checks", "dots")
 # hues are drawn from these eight centres with a small jitter, so many identities share a hue.
 _HUES = (0.0, 28.0, 52.0, 115.0, 178.0, 215.0, 268.0, 322.0)
 _HAIR_RGB = ((0.08, 0.06, 0.05), (0.25, 0.15, 0.08), (0.45, 0.28, 0.14), (0.78, 0.64, 0.38), (0.6, 0.6, 0.6))
-# How much of a garment's apparent temperature follows its lightness (dark fabrics run warmer); the rest is an
-# identity-specific material term. Hue never enters.
-_LIGHTNESS_WEIGHT = 0.75
+# How much of a garment's infrared intensity follows its visible luminance (as near-infrared reflectance of dyed
+# fabric roughly does); the rest is an identity-specific material term. Hue itself never enters.
+_LUMINANCE_WEIGHT = 0.9
+_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601 luma, the grey level of a visible colour
 _OWN_NAMES = (*(f"cam{c}" for c in SYSU_CAMERAS), "exp")
 
 Range = tuple[float, float]
@@ -162,8 +163,8 @@ _CAMERAS: dict[int, _Camera] = {
         tint=(1.0, 1.0, 1.0),
         low_light=0.0,
         side_light=0.1,
-        blur=(0.4, 0.7),
-        noise=(0.01, 0.025),
+        blur=(0.2, 0.45),
+        noise=(0.008, 0.018),
     ),
     4: _Camera(  # outdoor daylight: sky and buildings, trees, pavement; farther away, side light
         infrared=False,
@@ -224,8 +225,8 @@ _CAMERAS: dict[int, _Camera] = {
         tint=(1.0, 1.0, 1.0),
         low_light=0.0,
         side_light=0.15,
-        blur=(0.4, 0.75),
-        noise=(0.012, 0.025),
+        blur=(0.25, 0.5),
+        noise=(0.01, 0.02),
     ),
 }
 
@@ -287,20 +288,28 @@ def _second_colour(rng: np.random.Generator, base: tuple[float, float, float]) -
     return h, s, float(np.clip(v if abs(v - base[2]) > 0.2 else 1.2 - base[2], 0.1, 0.95))
 
 
-def _garment_temperature(rng: np.random.Generator, value: float) -> float:
-    """Apparent temperature of a garment: its own material (emissivity), weakly darker-is-warmer, never hue."""
-    return 0.3 + 0.55 * (_LIGHTNESS_WEIGHT * (1.0 - value) + (1.0 - _LIGHTNESS_WEIGHT) * rng.random())
+def _garment_temperature(rng: np.random.Generator, hsv: tuple[float, float, float]) -> float:
+    """Infrared intensity of a fabric: mostly its visible luminance, partly its own material; never its hue."""
+    luma = float(_LUMA @ _hsv(*hsv))
+    return 0.25 + 0.6 * (_LUMINANCE_WEIGHT * luma + (1.0 - _LUMINANCE_WEIGHT) * rng.random())
 
 
-def _pattern_temperature(rng: np.random.Generator, base: float) -> float:
-    """A second material whose temperature differs enough from the garment's for the pattern to stay visible."""
-    delta = rng.uniform(0.2, 0.3)
-    return base + delta if base + delta <= 0.92 else base - delta
+def _pattern_temperature(rng: np.random.Generator, hsv: tuple[float, float, float], base: float) -> float:
+    """A pattern's second fabric: its own intensity, at least 0.15 away from the garment's so the pattern survives.
+
+    The contrast keeps the sign of the visible one (a lighter stripe stays the brighter one in infrared).
+    """
+    second = _garment_temperature(rng, hsv)
+    if abs(second - base) >= 0.15:
+        return second
+    up = second >= base if second != base else rng.random() < 0.5
+    shifted = base + 0.15 if up else base - 0.15
+    return shifted if 0.1 <= shifted <= 0.92 else (base - 0.15 if up else base + 0.15)
 
 
 def _colour_group(identity: int) -> int:
-    """Every third identity wears exactly the clothing colours of the previous one ("colour twins")."""
-    return identity - 1 if identity % 3 == 0 else identity
+    """Identities come in groups of three that wear exactly the same colours ("colour triplets": 1-3, 4-6, ...)."""
+    return identity - (identity - 1) % 3
 
 
 @lru_cache(maxsize=4096)
@@ -325,8 +334,8 @@ def _identity_attributes(seed: int, identity: int) -> _Identity:
     temps = np.zeros(_NUM_PARTS)
     temps[_SKIN] = rng.uniform(0.86, 0.95)
     temps[_HAIR] = rng.uniform(0.45, 0.6)
-    temps[_UPPER] = _garment_temperature(rng, upper[2])
-    temps[_LOWER] = _garment_temperature(rng, lower[2])
+    temps[_UPPER] = _garment_temperature(rng, upper)
+    temps[_LOWER] = _garment_temperature(rng, lower)
     temps[_SHOES] = rng.uniform(0.25, 0.4)
     temps[_BAG] = rng.uniform(0.2, 0.45)
     temps[_HAT] = rng.uniform(0.45, 0.65)
@@ -358,8 +367,8 @@ def _identity_attributes(seed: int, identity: int) -> _Identity:
         upper2=_hsv(*upper2),
         lower2=_hsv(*lower2),
         temps=temps,
-        upper2_temp=_pattern_temperature(rng, float(temps[_UPPER])),
-        lower2_temp=_pattern_temperature(rng, float(temps[_LOWER])),
+        upper2_temp=_pattern_temperature(rng, upper2, float(temps[_UPPER])),
+        lower2_temp=_pattern_temperature(rng, lower2, float(temps[_LOWER])),
     )
 
 
