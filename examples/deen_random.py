@@ -1,8 +1,9 @@
 """Assemble a DEEN-like network from vireid-layers blocks and train it for a few steps on random data.
 
-This is the README's main job until the full DEEN trainer lands: it shows how the blocks fit on the
-two-stream backbone (MFA after stages 1-3, DEE after MFA3, BN neck and classifier) and how the DEEN
-losses are wired with explicit labels and modalities. Defaults are small enough for a laptop CPU
+It shows, without the engine or any data, how the blocks fit on the two-stream backbone (MFA after stages
+1-3, DEE after MFA3, BN neck and classifier) and how the DEEN losses are wired with explicit labels and
+modalities; ``vireid_layers.models.DEEN`` is the same network as one module, and ``examples/train_deen.py``
+trains and evaluates it on real or synthetic data. Defaults are small enough for a laptop CPU
 (ResNet-18, 128x64 images, 4 identities x 2 images x 2 modalities); ``--backbone resnet50 --height 384
 --width 144 --identities 6 --instances 4`` is the official SYSU setting.
 
