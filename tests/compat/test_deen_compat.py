@@ -276,6 +276,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 def test_timm_resnet50_has_torchvision_key_layout_and_numerics() -> None:
     torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)  # the random weights below: a fixed draw, independent of the tests run before
     tv = torchvision.models.resnet50().eval()
     tm = timm.create_model("resnet50").eval()
     tv_state, tm_state = tv.state_dict(), tm.state_dict()
@@ -288,7 +289,10 @@ def test_timm_resnet50_has_torchvision_key_layout_and_numerics() -> None:
     tm.load_state_dict(tv_state)
     x = torch.randn(1, 3, 64, 32)
     with torch.no_grad():
-        torch.testing.assert_close(tm(x), tv(x))
+        expected = tv(x)
+        # Same operations in the same order; the tolerance is relative to the output's scale (large with these
+        # weights), so that only a layout or BatchNorm mix-up, not float rounding, can fail it.
+        torch.testing.assert_close(tm(x), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_official_resnet_key_layout_matches_timm() -> None:

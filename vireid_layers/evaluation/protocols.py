@@ -528,6 +528,19 @@ class ProtocolResult:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _feature_pair(query: Tensor, gallery: Tensor) -> tuple[Tensor, Tensor]:
+    """Check ``(Q, D)`` and ``(G, D)`` features; both in float32 (float64 if either is), on the query's device."""
+    query = check_shape(query, "query", "(Q, D)", 2)
+    gallery = check_shape(gallery, "gallery", "(G, D)", 2)
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"`query` and `gallery` must have the same feature size, got {tuple(query.shape)} and "
+            f"{tuple(gallery.shape)}"
+        )
+    dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
+    return query.to(dtype), gallery.to(device=query.device, dtype=dtype)
+
+
 def negative_cosine_similarity(query: Tensor, gallery: Tensor) -> Tensor:
     r"""The distance every protocol ranks by: minus the cosine similarity of L2-normalised features.
 
@@ -548,17 +561,8 @@ def negative_cosine_similarity(query: Tensor, gallery: Tensor) -> Tensor:
         >>> negative_cosine_similarity(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
         tensor([[-1., -0.]])
     """
-    query = check_shape(query, "query", "(Q, D)", 2)
-    gallery = check_shape(gallery, "gallery", "(G, D)", 2)
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"`query` and `gallery` must have the same feature size, got {tuple(query.shape)} and "
-            f"{tuple(gallery.shape)}"
-        )
-    dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
-    q = F.normalize(query.to(dtype), dim=1)
-    g = F.normalize(gallery.to(device=query.device, dtype=dtype), dim=1)
-    return -(q @ g.T)
+    q, g = _feature_pair(query, gallery)
+    return -(F.normalize(q, dim=1) @ F.normalize(g, dim=1).T)
 
 
 def negative_dot_product(query: Tensor, gallery: Tensor) -> Tensor:
@@ -583,15 +587,8 @@ def negative_dot_product(query: Tensor, gallery: Tensor) -> Tensor:
         >>> negative_dot_product(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
         tensor([[-2., -0.]])
     """
-    query = check_shape(query, "query", "(Q, D)", 2)
-    gallery = check_shape(gallery, "gallery", "(G, D)", 2)
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"`query` and `gallery` must have the same feature size, got {tuple(query.shape)} and "
-            f"{tuple(gallery.shape)}"
-        )
-    dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
-    return -(query.to(dtype) @ gallery.to(device=query.device, dtype=dtype).T)
+    q, g = _feature_pair(query, gallery)
+    return -(q @ g.T)
 
 
 Distance = Callable[[Tensor, Tensor], Tensor]

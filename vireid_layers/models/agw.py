@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int, check_positive, check_shape
+from .._validation import check_choice, check_int, check_positive
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.gem import GeM
 from ..layers.non_local import NonLocal, NonLocalForm
 from ..losses.triplet import HardTripletLoss
 from ..losses.wrt import WRTLoss
 from ..modality import Modality
-from .deen import _resolve_backbone
+from ._assembly import embed_with_flip, resolve_backbone
 
 __all__ = ["AGW", "AGWCriterion", "AGWFeature", "AGWMethod", "AGWOutput", "OFFICIAL_NON_LOCAL_BLOCKS"]
 
@@ -147,7 +147,7 @@ class AGW(nn.Module):
             raise TypeError(f"`learnable_p` must be a bool, got {type(learnable_p).__name__} {learnable_p!r}")
         if self.method == "base" and learnable_p:
             raise ValueError("`learnable_p=True` needs method='agw': method='base' pools by averaging")
-        backbone = _resolve_backbone(backbone, pretrained, backbone_kwargs)
+        backbone = resolve_backbone(backbone, pretrained, backbone_kwargs)
         self.backbone = backbone
         counts = self._check_counts(non_local_blocks, backbone)
         self.non_local = nn.ModuleList()
@@ -288,18 +288,7 @@ class AGW(nn.Module):
         mode = check_choice(mode, "mode", _FEATURES)
         if not isinstance(flip, bool):
             raise TypeError(f"`flip` must be a bool, got {type(flip).__name__} {flip!r}")
-        if not flip:
-            return self._embed(images, modalities, mode)
-        images = check_shape(images, "images", "(N, C, H, W)", 4)
-        n = images.shape[0]
-        if isinstance(modalities, Tensor):
-            if modalities.shape != (n,):
-                raise ValueError(
-                    f"`modalities` must have shape ({n},) to match `images`, got shape {tuple(modalities.shape)}"
-                )
-            modalities = torch.cat([modalities, modalities])
-        both = self._embed(torch.cat([images, images.flip(-1)]), modalities, mode)
-        return both[:n] + both[n:]
+        return embed_with_flip(lambda x, m: self._embed(x, m, mode), images, modalities, flip)
 
     def _embed(self, images: Tensor, modalities: Tensor | int | Modality, mode: str) -> Tensor:
         pooled = self._pooled(images, modalities)

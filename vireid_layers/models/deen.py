@@ -10,14 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_positive, check_shape
-from ..backbones.two_stream import TwoStreamBackbone, build_two_stream_backbone
+from .._validation import check_choice, check_positive
+from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.dee import DEE
 from ..layers.mfa import MFA, MFAForm
 from ..losses.cpm import CPMLoss
 from ..losses.orthogonal import OrthogonalLoss
 from ..losses.triplet import HardTripletLoss
 from ..modality import Modality
+from ._assembly import embed_with_flip, resolve_backbone
 
 __all__ = ["DEEN", "DEENCriterion", "DEENOutput", "DEENVariant", "EmbedMode"]
 
@@ -154,7 +155,7 @@ class DEEN(nn.Module):
         if num_classes < 1:
             raise ValueError(f"`num_classes` must be >= 1, got {num_classes}")
         self.variant: str = check_choice(variant, "variant", _VARIANTS)
-        backbone = _resolve_backbone(backbone, pretrained, backbone_kwargs)
+        backbone = resolve_backbone(backbone, pretrained, backbone_kwargs)
         # Stages before DEE (each followed by an MFA); DEE feeds the next stage, the last one kept.
         num_before = backbone.num_stages - (1 if self.variant == "sysu" else 2)
         if num_before < 1:
@@ -296,18 +297,7 @@ class DEEN(nn.Module):
         mode = check_choice(mode, "mode", _MODES)
         if not isinstance(flip, bool):
             raise TypeError(f"`flip` must be a bool, got {type(flip).__name__} {flip!r}")
-        if not flip:
-            return self._embed(images, modalities, mode)
-        images = check_shape(images, "images", "(N, C, H, W)", 4)
-        n = images.shape[0]
-        if isinstance(modalities, Tensor):
-            if modalities.shape != (n,):
-                raise ValueError(
-                    f"`modalities` must have shape ({n},) to match `images`, got shape {tuple(modalities.shape)}"
-                )
-            modalities = torch.cat([modalities, modalities])
-        both = self._embed(torch.cat([images, images.flip(-1)]), modalities, mode)
-        return both[:n] + both[n:]
+        return embed_with_flip(lambda x, m: self._embed(x, m, mode), images, modalities, flip)
 
     def _embed(self, images: Tensor, modalities: Tensor | int | Modality, mode: str) -> Tensor:
         x = self._encode(images, modalities)
@@ -413,25 +403,6 @@ class DEENCriterion(nn.Module):
     def total(self, terms: Mapping[str, Tensor]) -> Tensor:
         """The weighted sum the optimiser minimises."""
         return sum(self.weights[k] * v for k, v in terms.items())  # type: ignore[return-value]
-
-
-def _resolve_backbone(
-    backbone: object, pretrained: object, backbone_kwargs: Mapping[str, Any] | None
-) -> TwoStreamBackbone:
-    if isinstance(backbone, TwoStreamBackbone):
-        if pretrained is not False or backbone_kwargs:
-            raise ValueError(
-                "`pretrained` and `backbone_kwargs` apply only when `backbone` is a timm model name; "
-                "got an already built TwoStreamBackbone"
-            )
-        return backbone
-    if not isinstance(backbone, str):
-        raise TypeError(
-            f"`backbone` must be a timm model name or a TwoStreamBackbone, got {type(backbone).__name__} {backbone!r}"
-        )
-    if backbone_kwargs is not None and not isinstance(backbone_kwargs, Mapping):
-        raise TypeError(f"`backbone_kwargs` must be a mapping, got {type(backbone_kwargs).__name__}")
-    return build_two_stream_backbone(backbone, pretrained=pretrained, **dict(backbone_kwargs or {}))
 
 
 def _truncated(backbone: TwoStreamBackbone, num_stages: int) -> TwoStreamBackbone:
