@@ -142,6 +142,8 @@ def check_common(
 def _check_numbers(cfg: Any, positive: tuple[str, ...], non_negative: tuple[str, ...]) -> None:
     if cfg.workers < 0:
         fail(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.checkpoint_every_steps is not None and cfg.checkpoint_every_steps < 1:
+        fail(f"--checkpoint-every-steps must be >= 1, got {cfg.checkpoint_every_steps}")
     for name in ("height", "width", "batch_identities", "num_instances", "epochs", "eval_trials"):
         if getattr(cfg, name) < 1:
             fail(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -400,6 +402,7 @@ def train(
         sync_bn=cfg.sync_bn,
         deterministic=cfg.deterministic,
         log_every=cfg.log_every,
+        checkpoint_every_steps=cfg.checkpoint_every_steps,
     )
     trainer.run.log(
         f"{type(model).__name__} on {cfg.dataset}: {len(dataset.train)} training images, {num_classes} identities, "

@@ -96,6 +96,7 @@ class DEENConfig:
     run_dir: str | None = None
     resume: str | None = None
     log_every: int = 10
+    checkpoint_every_steps: int | None = None  # also write last.pt every N steps inside an epoch (exact resume)
 
     @staticmethod
     def synthetic_defaults() -> dict[str, Any]:

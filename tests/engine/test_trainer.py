@@ -166,6 +166,44 @@ def test_resume_is_bit_exact(tmp_path: Path) -> None:
     assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
 
 
+def test_resume_mid_epoch_is_bit_exact(tmp_path: Path) -> None:
+    """A checkpoint written inside an epoch continues that epoch at the next batch, with the same result."""
+    full = make_trainer(tmp_path / "full", epochs=2)
+    full.fit()
+
+    cut = make_trainer(tmp_path / "cut", epochs=2, checkpoint_every_steps=1)
+    real_step = cut.train_step
+
+    def crash_after_four_steps(batch: object) -> dict[str, float]:
+        if cut.global_step == 4:  # epoch 1 (of 3 steps each), after its first step
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    cut.train_step = crash_after_four_steps  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 1, 4)
+    assert state["sampler"]["epoch"] == 1 and state["sampler"]["num_yielded"] == 1
+
+    torch.manual_seed(999)  # a fresh process: other weights and RNG, all restored from the checkpoint
+    resumed = make_trainer(tmp_path / "cut", epochs=2, model_seed=7)
+    result = resumed.fit(resume=tmp_path / "cut" / "last.pt")
+    assert result.epochs == 2 and resumed.global_step == full.global_step == 6
+    for key, value in full.module.state_dict().items():
+        assert torch.equal(value, resumed.module.state_dict()[key]), key
+    assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
+    assert [h["steps"] for h in result.history] == [3, 3]
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True])
+def test_checkpoint_every_steps_is_checked(value: object) -> None:
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="`checkpoint_every_steps` must be an int >= 1 or None"):
+        Trainer(model, TinyCriterion(), optimizer, None, make_loader(), device="cpu", checkpoint_every_steps=value)
+
+
 def test_resume_logs_configuration_changes(tmp_path: Path) -> None:
     make_trainer(tmp_path, epochs=1, config={"epochs": 1, "lr": 0.1}).fit()
     make_trainer(tmp_path, epochs=2, config={"epochs": 2, "lr": 0.1}).fit(resume=tmp_path / "last.pt")

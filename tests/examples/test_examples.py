@@ -58,6 +58,8 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["--dataset", "regdb", "--root", str(ROOT), "--trial", "11"], "--trial must be in 1..10"),
         (["--lambda-cpm", "-0.1"], "--lambda-cpm must be >= 0"),
         (["--epoch-length", "many"], "--epoch-length must be"),
+        (["--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be >= 1"),
+        (["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"], "--select-on val needs --val-identities"),
     ],
 )
 def test_deen_rejects_bad_configuration(argv: list[str], match: str) -> None:

@@ -147,6 +147,12 @@ class Trainer:
         deterministic: ``torch.use_deterministic_algorithms(True)`` and ``cudnn.benchmark = False``.
         log_every: log (and write a CSV/JSONL row) every this many steps; the epoch mean is always logged.
         checkpoint_every: write ``last.pt`` every this many epochs (and after the last one).
+        checkpoint_every_steps: also write ``last.pt`` every this many optimisation steps *within* an epoch
+            (``None``: only at epoch ends). A run resumed from such a checkpoint continues the epoch at the
+            next batch, with the sampler position, the RNG states and the epoch's running means restored, so it
+            ends bit-identical to the uninterrupted run when the loader has no worker processes (workers draw
+            their augmentation seeds when an epoch's iterator starts, so with workers the batches are the same
+            but their random augmentations are not).
         progress: show a tqdm progress bar when tqdm is installed.
 
     Raises:
@@ -180,6 +186,7 @@ class Trainer:
         deterministic: bool = False,
         log_every: int = 10,
         checkpoint_every: int = 1,
+        checkpoint_every_steps: int | None = None,
         progress: bool = True,
     ) -> None:
         _check_options(amp, select_on, epochs, eval_every, log_every, checkpoint_every, grad_clip)
@@ -207,6 +214,13 @@ class Trainer:
         self.test_fn = test
         self.log_every = log_every
         self.checkpoint_every = checkpoint_every
+        if checkpoint_every_steps is not None and (
+            isinstance(checkpoint_every_steps, bool)
+            or not isinstance(checkpoint_every_steps, int)
+            or checkpoint_every_steps < 1
+        ):
+            raise ValueError(f"`checkpoint_every_steps` must be an int >= 1 or None, got {checkpoint_every_steps!r}")
+        self.checkpoint_every_steps = checkpoint_every_steps
         self.progress = progress
         self.criterion = criterion
         self.optimizer = optimizer
@@ -236,6 +250,9 @@ class Trainer:
         self.run_dir = self.run.path
         self.config = dict(config or {})
         self._loss_terms: list[str] = []
+        # Progress inside the current epoch (steps consumed, running sums): saved by mid-epoch checkpoints.
+        self._step_in_epoch = 0
+        self._epoch_sums: dict[str, float] = {}
 
     def _prepare_model(
         self, model: nn.Module, channels_last: bool, sync_bn: bool, compile: bool | Mapping[str, Any]
@@ -257,11 +274,20 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: model, optimizer, scaler, schedule epoch, sampler and RNGs."""
+        """Everything needed to continue exactly: model, optimizer, scaler, schedule epoch, sampler and RNGs.
+
+        Mid-epoch (``checkpoint_every_steps``) the state also holds the steps consumed in the epoch and the running
+        sums of its logged values, and the sampler position is the number of batches the loop has consumed (a
+        loader with workers has pulled more from the sampler).
+        """
         sampler_state = self.sampler.state_dict() if hasattr(self.sampler, "state_dict") else {}
+        if sampler_state and self._step_in_epoch:
+            sampler_state = {**sampler_state, "num_yielded": self._step_in_epoch}
         return {
             "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
+            "step_in_epoch": self._step_in_epoch,
+            "epoch_sums": dict(self._epoch_sums),
             "global_step": self.global_step,
             "model": strip_prefixes(self.module.state_dict()),
             "optimizer": self.optimizer.state_dict(),
@@ -275,7 +301,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (the run continues at ``state["epoch"]``)."""
+        """Restore a :meth:`state_dict` (the run continues at ``state["epoch"]``, after its ``step_in_epoch``)."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}")
         self.module.load_state_dict(strip_prefixes(state["model"]))
@@ -285,6 +311,8 @@ class Trainer:
         if state["sampler"] and hasattr(self.sampler, "load_state_dict"):
             self.sampler.load_state_dict(state["sampler"])
         self.epoch = int(state["epoch"])
+        self._step_in_epoch = int(state.get("step_in_epoch", 0))
+        self._epoch_sums = {str(k): float(v) for k, v in state.get("epoch_sums", {}).items()}
         self.global_step = int(state["global_step"])
         self.best_metric = state["best"]["metric"]
         self.best_epoch = state["best"]["epoch"]
@@ -361,24 +389,34 @@ class Trainer:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.model.train()
-        sums: dict[str, float] = {}
-        count = 0
+        sums, count = dict(self._epoch_sums), self._step_in_epoch  # non-empty when resumed mid-epoch
         start = time.perf_counter()
         bar = _progress_bar(self.train_loader, epoch) if self.progress and self.rank == 0 else None
-        iterator = bar if bar is not None else self.train_loader
+        source = bar if bar is not None else self.train_loader
+        if count:  # resumed mid-epoch: starting an iterator draws a seed from the global RNG (DataLoader), which
+            cpu_rng = torch.get_rng_state()  # the interrupted run drew at the epoch's start, before the checkpoint
+            iterator = iter(source)
+            torch.set_rng_state(cpu_rng)
+        else:
+            iterator = iter(source)
         for batch in iterator:
             values = self.train_step(batch)
             count += 1
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
+            self._step_in_epoch, self._epoch_sums = count, sums
             self._loss_terms = [k for k in values if k not in ("total", "grad_norm")]
             if bar is not None:
                 bar.set_postfix(loss=f"{values['total']:.3f}")
             if self.global_step % self.log_every == 0:
                 row = {"kind": "train", "epoch": epoch, "step": self.global_step, "lr": self._head_lr(), **values}
                 self.run.log_metrics(row)
+            every = self.checkpoint_every_steps
+            if every is not None and count % every == 0 and self.run_dir is not None:
+                self.save_checkpoint(self.run_dir / "last.pt")
         if bar is not None:
             bar.close()
+        self._step_in_epoch, self._epoch_sums = 0, {}
         if count == 0:
             raise ValueError("`train_loader` yielded no batch: the dataset is smaller than one batch")
         means = {k: v / count for k, v in sums.items()}
