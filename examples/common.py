@@ -16,6 +16,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +48,92 @@ COMMON_CHOICES: dict[str, tuple[str, ...]] = {
     "select_on": ("last", "val", "test"),
     "mode": ("all", "indoor"),
     "optimizer": ("sgd", "adam"),
+}
+
+
+# ------------------------------------------------------------------------------------------------ the recipe
+
+
+@dataclass
+class RecipeConfig:
+    """The values every recipe shares: data, batches, optimiser, schedule, evaluation and the engine.
+
+    The defaults are DEEN's official SYSU-MM01 recipe; each script subclasses it with its own fields and defaults.
+    """
+
+    dataset: str = "sysu"
+    root: str | None = None
+    backbone: str = "resnet50.tv_in1k"  # ResNet-50 with the torchvision ImageNet weights the official code loads
+    pretrained: bool = True  # ImageNet weights through timm (downloaded once)
+    height: int = 384
+    width: int = 144
+    batch_identities: int = 6  # P
+    num_instances: int = 4  # K images per identity and modality
+    epoch_length: str = "official"  # "official", "all_images" or a number of batches
+    optimizer: str = "sgd"  # "sgd" (official: momentum, Nesterov) or "adam"
+    lr: float = 0.1  # head (BN neck + classifier); the rest of the network at backbone_lr_scale * lr
+    backbone_lr_scale: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    epochs: int = 151
+    warmup_epochs: int = 10
+    milestones: tuple[int, ...] = (20, 80)
+    gamma: float = 0.1
+    lambda_triplet: float = 1.0
+    margin: float = 0.3  # triplet margin
+    pipeline: str = "auto"  # training transform; "auto" = the official one, "light"/"light_gray" for tiny images
+    direction: str = "auto"  # "i2v"/"v2i"; auto: SYSU/LLCM i2v, RegDB v2i
+    mode: str = "all"  # SYSU-MM01 all / indoor search
+    trial: int = 1  # RegDB split (1..10)
+    eval_trials: int = 10  # galleries averaged in the final evaluation
+    feature: str = "official"  # the test-time feature (the choices depend on the model)
+    flip: bool = False  # horizontal-flip test-time augmentation
+    eval_every: int = 10
+    # "last"; "val": best Rank-1 on held-out training identities (val_identities); "test": the official code,
+    # best Rank-1 on the test set, logged as selected_on=test
+    select_on: str = "last"
+    val_identities: int = 0  # --select-on val: N ids held out (seeded); 0: exp/val_id.txt (SYSU-MM01, synthetic)
+    amp: str = "auto"
+    compile: bool = False
+    channels_last: bool = False
+    sync_bn: bool = False
+    grad_clip: float | None = None
+    deterministic: bool = False
+    seed: int = 0
+    device: str | None = None
+    workers: int = 4
+    threads: int = 0  # CPU intra-op threads; 0 = torch's default (one per core); 1 on a busy machine
+    eval_batch_size: int = 128
+    run_dir: str | None = None
+    resume: str | None = None
+    log_every: int = 10
+    checkpoint_every_steps: int | None = None  # also write last.pt every N steps inside an epoch (exact resume)
+
+
+#: The quick synthetic CPU run every recipe starts from without ``--dataset``: a small network on small images
+#: for 14 epochs of 25 batches, from random weights (no download), so Adam for every parameter instead of the
+#: official SGD schedule; one warm-up epoch, a decay at epoch 11, no periodic evaluation, no loader workers.
+QUICK_RUN: dict[str, Any] = {
+    "dataset": "synthetic",
+    "backbone": "resnet18",
+    "pretrained": False,
+    "height": 64,
+    "width": 32,
+    "batch_identities": 8,
+    "num_instances": 2,
+    "epoch_length": "25",
+    "optimizer": "adam",
+    "lr": 0.001,
+    "backbone_lr_scale": 1.0,
+    "epochs": 14,
+    "warmup_epochs": 1,
+    "milestones": (11,),
+    "pipeline": "light",
+    "eval_every": 0,
+    "device": "cpu",
+    "workers": 0,
+    "log_every": 5,
 }
 
 

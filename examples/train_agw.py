@@ -39,92 +39,33 @@ OFFICIAL_PIPELINE = "agw"  # pad 10, random crop, horizontal flip (no random era
 
 
 @dataclass
-class AGWConfig:
-    """Every value of an AGW training run. The defaults are the official recipe (SYSU-MM01).
+class AGWConfig(common.RecipeConfig):
+    """Every value of an AGW training run: the shared recipe values with AGW's official defaults (SYSU-MM01),
+    and AGW's own.
 
     ``synthetic_defaults()`` gives the quick CPU run of the no-argument invocation.
     """
 
-    dataset: str = "sysu"
-    root: str | None = None
-    backbone: str = "resnet50.tv_in1k"  # ResNet-50 with the torchvision ImageNet weights the official code loads
-    pretrained: bool = True  # ImageNet weights through timm (downloaded once)
+    height: int = 288
+    batch_identities: int = 8  # P
+    epochs: int = 81
+    milestones: tuple[int, ...] = (20, 50)
+    lambda_triplet: float = 1.0  # weight of WRT (or of the triplet loss of --method base)
+    margin: float = 0.3  # triplet margin of --method base (WRT has none)
+    feature: str = "fc"  # "fc" (BN feature, the official selection) or "pool" (pre-BN feature)
+    eval_every: int = 2
     method: str = "agw"  # "agw" (non-local, GeM, WRT) or "base" (average pooling, batch-hard triplet)
     non_local_form: str = "official"  # "official" (1-channel bottleneck) or "corrected" (C/2 channels)
     learnable_p: bool = False  # learn the GeM exponent (the single-modality survey's variant)
-    height: int = 288
-    width: int = 144
-    batch_identities: int = 8  # P
-    num_instances: int = 4  # K images per identity and modality
-    epoch_length: str = "official"  # "official", "all_images" or a number of batches
-    optimizer: str = "sgd"  # "sgd" (official: momentum, Nesterov) or "adam"
-    lr: float = 0.1  # head (BN neck + classifier); the rest, non-local blocks included, at backbone_lr_scale * lr
-    backbone_lr_scale: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    epochs: int = 81
-    warmup_epochs: int = 10
-    milestones: tuple[int, ...] = (20, 50)
-    gamma: float = 0.1
-    lambda_triplet: float = 1.0  # weight of WRT (or of the triplet loss of --method base)
-    margin: float = 0.3  # triplet margin of --method base (WRT has none)
-    pipeline: str = "auto"  # training transform; "auto" = agw (pad, crop, flip), "light" = resize + flip
-    direction: str = "auto"  # "i2v"/"v2i"; auto: SYSU/LLCM i2v, RegDB v2i
-    mode: str = "all"  # SYSU-MM01 all / indoor search
-    trial: int = 1  # RegDB split (1..10)
-    eval_trials: int = 10  # galleries averaged in the final evaluation
-    feature: str = "fc"  # "fc" (BN feature, the official selection) or "pool" (pre-BN feature)
-    flip: bool = False  # horizontal-flip test-time augmentation
-    eval_every: int = 2
-    # "last"; "val": best Rank-1 on held-out training identities (val_identities); "test": the official code,
-    # best Rank-1 on the test set, logged as selected_on=test
-    select_on: str = "last"
-    val_identities: int = 0  # --select-on val: N ids held out (seeded); 0: exp/val_id.txt (SYSU-MM01, synthetic)
-    amp: str = "auto"
-    compile: bool = False
-    channels_last: bool = False
-    sync_bn: bool = False
-    grad_clip: float | None = None
-    deterministic: bool = False
-    seed: int = 0
-    device: str | None = None
-    workers: int = 4
-    threads: int = 0  # CPU intra-op threads; 0 = torch's default (one per core); 1 on a busy machine
-    eval_batch_size: int = 128
-    run_dir: str | None = None
-    resume: str | None = None
-    log_every: int = 10
-    checkpoint_every_steps: int | None = None  # also write last.pt every N steps inside an epoch (exact resume)
 
     @staticmethod
     def synthetic_defaults() -> dict[str, Any]:
         """Overrides of the quick synthetic CPU run: small net, small images, 350 steps (about 2 minutes on 2 cores).
 
-        As for DEEN's quick run, the network starts from random weights (no download), so Adam replaces the
-        official SGD schedule; every value can be set back from the command line.
+        :data:`common.QUICK_RUN` (as for DEEN's quick run, random weights and Adam instead of the official SGD
+        schedule); every value can be set back from the command line.
         """
-        return {
-            "dataset": "synthetic",
-            "backbone": "resnet18",
-            "pretrained": False,
-            "height": 64,
-            "width": 32,
-            "batch_identities": 8,
-            "num_instances": 2,
-            "epoch_length": "25",
-            "optimizer": "adam",
-            "lr": 0.001,
-            "backbone_lr_scale": 1.0,
-            "epochs": 14,
-            "warmup_epochs": 1,
-            "milestones": (11,),
-            "pipeline": "light",
-            "eval_every": 0,
-            "device": "cpu",
-            "workers": 0,
-            "log_every": 5,
-        }
+        return dict(common.QUICK_RUN)
 
 
 def parse_config(argv: list[str] | None = None) -> AGWConfig:

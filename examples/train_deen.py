@@ -38,101 +38,31 @@ OFFICIAL_PIPELINES = {"sysu": "deen_sysu", "regdb": "deen_regdb", "llcm": "deen_
 
 
 @dataclass
-class DEENConfig:
-    """Every value of a DEEN training run. The defaults are the official SYSU-MM01 recipe.
+class DEENConfig(common.RecipeConfig):
+    """Every value of a DEEN training run: the shared recipe values (their defaults are DEEN's official SYSU-MM01
+    recipe) and DEEN's own.
 
     ``synthetic_defaults()`` gives the quick CPU run of the no-argument invocation.
     """
 
-    dataset: str = "sysu"
-    root: str | None = None
-    backbone: str = "resnet50.tv_in1k"  # ResNet-50 with the torchvision ImageNet weights the official code loads
-    pretrained: bool = True  # ImageNet weights through timm (downloaded once)
     variant: str = "auto"  # "sysu" (SYSU, LLCM) or "regdb"; "auto" picks by dataset
     mfa_form: str = "official"
-    height: int = 384
-    width: int = 144
-    batch_identities: int = 6  # P
-    num_instances: int = 4  # K images per identity and modality
-    epoch_length: str = "official"  # "official", "all_images" or a number of batches
-    optimizer: str = "sgd"  # "sgd" (official: momentum, Nesterov) or "adam"
-    lr: float = 0.1  # head (BN neck + classifier); the rest at backbone_lr_scale * lr
-    backbone_lr_scale: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    epochs: int = 151
-    warmup_epochs: int = 10
-    milestones: tuple[int, ...] = (20, 80)
-    gamma: float = 0.1
-    lambda_triplet: float = 1.0
     lambda_cpm: float = 0.8
     lambda_ort: float = 0.01
-    margin: float = 0.3  # triplet margin
     cpm_margin: float = 0.2
-    pipeline: str = "auto"  # training transform; "auto" = deen_<dataset>, "light" = resize + flip
-    direction: str = "auto"  # "i2v"/"v2i"; auto: SYSU/LLCM i2v, RegDB v2i
-    mode: str = "all"  # SYSU-MM01 all / indoor search
-    trial: int = 1  # RegDB split (1..10)
-    eval_trials: int = 10  # galleries averaged in the final evaluation
     feature: str = "official"  # "official" (sum of six cosine similarities) or "plain" (BN feature)
-    flip: bool = False  # horizontal-flip test-time augmentation (DEEN test.py)
-    eval_every: int = 10
-    # "last"; "val": best Rank-1 on held-out training identities (val_identities); "test": the official code,
-    # best Rank-1 on the test set, logged as selected_on=test
-    select_on: str = "last"
-    val_identities: int = 0  # --select-on val: N ids held out (seeded); 0: exp/val_id.txt (SYSU-MM01, synthetic)
-    amp: str = "auto"
-    compile: bool = False
-    channels_last: bool = False
-    sync_bn: bool = False
-    grad_clip: float | None = None
-    deterministic: bool = False
-    seed: int = 0
-    device: str | None = None
-    workers: int = 4
-    threads: int = 0  # CPU intra-op threads; 0 = torch's default (one per core); 1 on a busy machine
-    eval_batch_size: int = 128
-    run_dir: str | None = None
-    resume: str | None = None
-    log_every: int = 10
-    checkpoint_every_steps: int | None = None  # also write last.pt every N steps inside an epoch (exact resume)
 
     @staticmethod
     def synthetic_defaults() -> dict[str, Any]:
         """Overrides of the quick synthetic CPU run: small net, small images, 350 steps (about 2.5 minutes on 2 cores).
 
-        Two deliberate departures from the official recipe, both because the quick run trains from random
-        weights (no download): with the official SGD schedule and loss weights, the metric losses on the raw
-        pooled features shrink every feature of a randomly initialised network to the same point (triplet =
-        margin, CPM = 4 x 0.2, orthogonal = 0: the run then sits at chance). The official recipe starts from
-        ImageNet weights, where this does not happen. Here Adam is used and the triplet / CPM / orthogonal weights
-        are scaled by 0.1; every value can be set back from the command line.
+        :data:`common.QUICK_RUN`, and the triplet / CPM / orthogonal weights scaled by 0.1: with the official
+        SGD schedule and loss weights, the metric losses on the raw pooled features shrink every feature of a
+        randomly initialised network to the same point (triplet = margin, CPM = 4 x 0.2, orthogonal = 0: the run
+        then sits at chance). The official recipe starts from ImageNet weights, where this does not happen. Every
+        value can be set back from the command line.
         """
-        return {
-            "dataset": "synthetic",
-            "backbone": "resnet18",
-            "pretrained": False,
-            "height": 64,
-            "width": 32,
-            "batch_identities": 8,
-            "num_instances": 2,
-            "epoch_length": "25",
-            "optimizer": "adam",
-            "lr": 0.001,
-            "backbone_lr_scale": 1.0,
-            "epochs": 14,
-            "warmup_epochs": 1,
-            "milestones": (11,),
-            "lambda_triplet": 0.1,
-            "lambda_cpm": 0.08,
-            "lambda_ort": 0.001,
-            "pipeline": "light",
-            "eval_every": 0,
-            "device": "cpu",
-            "workers": 0,
-            "log_every": 5,
-        }
+        return {**common.QUICK_RUN, "lambda_triplet": 0.1, "lambda_cpm": 0.08, "lambda_ort": 0.001}
 
 
 # ------------------------------------------------------------------------------------------------ the losses

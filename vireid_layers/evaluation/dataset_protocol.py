@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from .._validation import check_choice, check_int
-from .protocols import Direction, EvaluationProtocol, LLCMProtocol, RegDBProtocol, SYSUProtocol
+from .protocols import Direction, EvaluationProtocol, build_protocol
 
 __all__ = ["DEFAULT_DIRECTIONS", "protocol_for_dataset"]
 
@@ -27,6 +27,9 @@ def protocol_for_dataset(
     num_trials: int = 10,
 ) -> EvaluationProtocol:
     """The usual evaluation protocol of a dataset, by the dataset's registry name (``--dataset``).
+
+    It picks the direction and the arguments; the protocol itself comes from the protocol registry
+    (:func:`~vireid_layers.evaluation.build_protocol` with the generic names ``"sysu"``, ``"regdb"``, ``"llcm"``).
 
     * ``"sysu"`` and ``"synthetic"``: :class:`~vireid_layers.evaluation.SYSUProtocol` (single-shot, seeded
       galleries) in ``mode`` over ``num_trials`` galleries;
@@ -58,12 +61,13 @@ def protocol_for_dataset(
     check_choice(mode, "mode", ("all", "indoor"))
     check_int(num_trials, "num_trials")
     resolved = DEFAULT_DIRECTIONS[dataset] if direction in (None, "auto") else Direction.parse(direction)  # type: ignore[arg-type]
-    if dataset in ("sysu", "synthetic"):
-        return SYSUProtocol(mode=mode, direction=resolved, num_trials=num_trials)
+    name = "sysu" if dataset == "synthetic" else dataset  # the synthetic dataset is in SYSU-MM01's layout
+    if name == "sysu":
+        return build_protocol(name, mode=mode, direction=resolved, num_trials=num_trials)
     if mode != "all":
         raise ValueError(
             f"`mode` {mode!r} exists only for SYSU-MM01 (and the synthetic dataset), got dataset {dataset!r}"
         )
-    if dataset == "regdb":
-        return RegDBProtocol(resolved)
-    return LLCMProtocol(resolved, num_trials=num_trials)
+    if name == "regdb":
+        return build_protocol(name, direction=resolved)
+    return build_protocol(name, direction=resolved, num_trials=num_trials)

@@ -6,13 +6,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._validation import check_shape
 from ..backbones.two_stream import TwoStreamBackbone, build_two_stream_backbone
 from ..modality import Modality
 
-__all__ = ["embed_with_flip", "resolve_backbone"]
+__all__ = ["bn_neck_head", "embed_with_flip", "reset_bn_neck_head", "resolve_backbone"]
 
 
 def resolve_backbone(
@@ -57,3 +57,26 @@ def embed_with_flip(
         modalities = torch.cat([modalities, modalities])
     both = embed(torch.cat([images, images.flip(-1)]), modalities)
     return both[:n] + both[n:]
+
+
+def bn_neck_head(dim: int, num_classes: int) -> tuple[nn.BatchNorm1d, nn.Linear]:
+    """The official BN neck (``BatchNorm1d``, shift frozen at 0) and classifier (``Linear``, no bias).
+
+    The models initialise them with :func:`reset_bn_neck_head` in their ``reset_parameters``.
+    """
+    neck = nn.BatchNorm1d(dim)
+    neck.bias.requires_grad_(False)  # the official BN neck has no learned shift
+    return neck, nn.Linear(dim, num_classes, bias=False)
+
+
+def reset_bn_neck_head(neck: nn.BatchNorm1d, classifier: nn.Linear) -> None:
+    r"""Initialise the BN neck and classifier officially.
+
+    Neck weight :math:`\mathcal N(1, 0.01)`, bias 0, fresh running statistics; classifier weight
+    :math:`\mathcal N(0, 0.001)`.
+    """
+    neck.reset_running_stats()
+    with torch.no_grad():
+        nn.init.normal_(neck.weight, 1.0, 0.01)
+        nn.init.zeros_(neck.bias)
+        nn.init.normal_(classifier.weight, 0.0, 0.001)

@@ -6,7 +6,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,7 +16,7 @@ from ..layers.non_local import NonLocal, NonLocalForm
 from ..losses.triplet import HardTripletLoss
 from ..losses.wrt import WRTLoss
 from ..modality import Modality
-from ._assembly import embed_with_flip, resolve_backbone
+from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
 
 __all__ = ["AGW", "AGWCriterion", "AGWFeature", "AGWMethod", "AGWOutput", "OFFICIAL_NON_LOCAL_BLOCKS"]
 
@@ -169,9 +168,7 @@ class AGW(nn.Module):
         else:
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         dim = backbone.num_features
-        self.neck = nn.BatchNorm1d(dim)
-        self.neck.bias.requires_grad_(False)  # the official BN neck has no learned shift
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
+        self.neck, self.classifier = bn_neck_head(dim, num_classes)
         self.reset_parameters()
 
     def _check_counts(self, counts: Sequence[int] | None, backbone: TwoStreamBackbone) -> tuple[int, ...]:
@@ -222,11 +219,7 @@ class AGW(nn.Module):
                 block.reset_parameters()
         if isinstance(self.pool, GeM):
             self.pool.reset_parameters()
-        self.neck.reset_running_stats()
-        with torch.no_grad():
-            nn.init.normal_(self.neck.weight, 1.0, 0.01)
-            nn.init.zeros_(self.neck.bias)
-            nn.init.normal_(self.classifier.weight, 0.0, 0.001)
+        reset_bn_neck_head(self.neck, self.classifier)
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""

@@ -18,7 +18,7 @@ from ..losses.cpm import CPMLoss
 from ..losses.orthogonal import OrthogonalLoss
 from ..losses.triplet import HardTripletLoss
 from ..modality import Modality
-from ._assembly import embed_with_flip, resolve_backbone
+from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
 
 __all__ = ["DEEN", "DEENCriterion", "DEENOutput", "DEENVariant", "EmbedMode"]
 
@@ -184,9 +184,7 @@ class DEEN(nn.Module):
         )
         self.dee = DEE(channels[num_before], num_branches=num_branches, dropout=dee_dropout)
         dim = channels[num_before + 1]
-        self.neck = nn.BatchNorm1d(dim)
-        self.neck.bias.requires_grad_(False)  # the official BN neck has no learned shift
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
+        self.neck, self.classifier = bn_neck_head(dim, num_classes)
         self.reset_parameters()
 
     @property
@@ -214,11 +212,7 @@ class DEEN(nn.Module):
         for mfa in self.mfa:
             mfa.reset_parameters()
         self.dee.reset_parameters()
-        self.neck.reset_running_stats()
-        with torch.no_grad():
-            nn.init.normal_(self.neck.weight, 1.0, 0.01)
-            nn.init.zeros_(self.neck.bias)
-            nn.init.normal_(self.classifier.weight, 0.0, 0.001)
+        reset_bn_neck_head(self.neck, self.classifier)
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""
