@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import enum
+import importlib.util
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -129,6 +131,28 @@ bibtex_reference_style = "author_year"
 math_number_all = False
 math_eqref_format = "({number})"
 
+
+def _local_mathjax() -> Path | None:
+    """MathJax 3's ``es5`` folder as the ``django-static-mathjax`` package (the ``docs`` extra) ships it, or ``None``.
+
+    The package is only located here (``find_spec`` imports nothing); the files are copied into the built pages
+    when the build finishes (:func:`_copy_mathjax`), so the equations render without a network.
+    """
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or spec.origin is None:
+        return None
+    es5 = Path(spec.origin).parent / "static" / "mathjax" / "es5"
+    return es5 if (es5 / "tex-svg.js").is_file() else None
+
+
+MATHJAX_ES5 = _local_mathjax()
+# MathJax's SVG output carries its glyphs inside tex-svg.js: one file, no web fonts to fetch. The menu and the
+# accessibility components it may load on demand are copied beside it. Without the package the default CDN
+# copy is used (and the pages need a network to show the equations).
+MATHJAX_FILES = ("tex-svg.js", "ui", "a11y", "input", "output/svg.js", "output/svg")
+if MATHJAX_ES5 is not None:
+    mathjax_path = "mathjax/tex-svg.js"  # relative to _static/ of the built pages
+
 # -- sphinx_copybutton -------------------------------------------------------------------------------------
 
 # Copy code without the ``>>>``/``...`` doctest prompts and the ``$`` shell prompt.
@@ -166,5 +190,20 @@ def _autodoc_skip_member(app, what, name, obj, skip, options):
     return skip
 
 
+def _copy_mathjax(app, exception):
+    """Copy the local MathJax into ``_static/mathjax`` of an HTML build (see :func:`_local_mathjax`)."""
+    if exception is not None or MATHJAX_ES5 is None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for name in MATHJAX_FILES:
+        source = MATHJAX_ES5 / name
+        if source.is_dir():
+            shutil.copytree(source, target / name, dirs_exist_ok=True)
+        elif source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _autodoc_skip_member)
+    app.connect("build-finished", _copy_mathjax)
