@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from vireid_layers.evaluation import (
     register_protocol,
     retrieval_metrics,
 )
-from vireid_layers.evaluation import protocols as protocols_module
+from vireid_layers.evaluation.protocols import sysu_permutation as permutation_module
 
 VIS, IR = Modality.VISIBLE, Modality.INFRARED
 SYSU_IDS = (1, 2, 5, 7, 11, 12)
@@ -309,10 +310,15 @@ def test_sysu_permutation_file_without_scipy(tmp_path, monkeypatch):
     path.write_bytes(b"not read")
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setitem(sys.modules, "scipy.io", None)
-    protocols_module._load_permutation_cached.cache_clear()
+    permutation_module._load_permutation_cached.cache_clear()
     p = SYSUProtocol(gallery_sampling="official", permutation_file=path)
     with pytest.raises(ImportError, match=r"needs scipy.*gallery_sampling='seeded'"):
         p.gallery(sysu_dataset(), 0)
+    # The message names the optional extra that brings scipy, and pyproject.toml defines that extra.
+    with pytest.raises(ImportError, match=r"the `sysu` extra with `pip install \"vireid-layers\[sysu\]\"`"):
+        p.gallery(sysu_dataset(), 0)
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert re.search(r'(?ms)^sysu = \[\s*"scipy[^"]*",?[^\]]*\]', pyproject)
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,15 @@
 """Vectorised re-identification evaluation: metrics, protocols, feature extraction and re-ranking."""
 
 from .dataset_protocol import DEFAULT_DIRECTIONS, protocol_for_dataset
-from .extraction import FlipMode, extract_features
-from .metrics import (
+from .exclusion import (
     ExclusionRule,
-    RetrievalMetrics,
     exclude_same_camera,
     exclude_same_identity_and_camera,
     exclude_sysu_indoor_camera,
-    retrieval_metrics,
+    exclude_sysu_indoor_camera_reversed,
 )
+from .extraction import FlipMode, extract_features
+from .metrics import RetrievalMetrics, retrieval_metrics
 from .protocols import (
     PROTOCOLS,
     SYSU_INFRARED_CAMERAS,
@@ -22,11 +22,12 @@ from .protocols import (
     RegDBProtocol,
     SYSUPermutation,
     SYSUProtocol,
+    TrialPlan,
     TrialResult,
     TrialSelection,
     build_protocol,
     evaluate_protocol,
-    exclude_sysu_indoor_camera_reversed,
+    format_comparison,
     load_sysu_permutation,
     negative_cosine_similarity,
     negative_dot_product,
@@ -51,6 +52,7 @@ __all__ = [
     "SYSUProtocol",
     "SYSU_INFRARED_CAMERAS",
     "SYSU_VISIBLE_CAMERAS",
+    "TrialPlan",
     "TrialResult",
     "TrialSelection",
     "build_protocol",
@@ -60,6 +62,7 @@ __all__ = [
     "exclude_sysu_indoor_camera",
     "exclude_sysu_indoor_camera_reversed",
     "extract_features",
+    "format_comparison",
     "k_reciprocal_rerank",
     "load_sysu_permutation",
     "negative_cosine_similarity",

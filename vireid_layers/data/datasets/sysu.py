@@ -29,10 +29,13 @@ from .folder import as_path, list_identity_folders, list_images, require_path
 
 __all__ = [
     "SYSU_CAMERAS",
+    "SYSU_INDOOR_IR_CAMERAS",
+    "SYSU_INDOOR_RGB_CAMERAS",
     "SYSU_IR_CAMERAS",
     "SYSU_LAYOUT",
     "SYSU_PERMUTATION_FILE",
     "SYSU_RGB_CAMERAS",
+    "SYSU_SAME_ROOM_CAMERAS",
     "read_id_file",
     "read_sysu_mm01",
 ]
@@ -43,6 +46,12 @@ SYSU_RGB_CAMERAS: tuple[int, ...] = (1, 2, 4, 5)
 SYSU_IR_CAMERAS: tuple[int, ...] = (3, 6)
 #: All six cameras, in order.
 SYSU_CAMERAS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
+#: Indoor visible cameras (the gallery of indoor-search): cam1, cam2.
+SYSU_INDOOR_RGB_CAMERAS: tuple[int, ...] = (1, 2)
+#: Indoor infrared camera: cam3.
+SYSU_INDOOR_IR_CAMERAS: tuple[int, ...] = (3,)
+#: ``(RGB, infrared)``: cam2 and cam3 film the same indoor room, so evaluation never pairs them.
+SYSU_SAME_ROOM_CAMERAS: tuple[int, int] = (2, 3)
 #: The official gallery permutations, relative to the root; used only by the evaluation protocol.
 SYSU_PERMUTATION_FILE = Path("exp", "rand_perm_cam.mat")
 
