@@ -19,11 +19,11 @@ from PIL import Image
 
 from vireid_layers import Modality
 from vireid_layers.data import preview
-from vireid_layers.data.datasets.synthetic import identities
 from vireid_layers.data.datasets.synthetic import (
     SYNTHETIC_GENERATOR_VERSION,
     SYNTHETIC_JPEG_QUALITY,
     SYNTHETIC_MANIFEST,
+    identities,
     make_synthetic_dataset,
     read_synthetic,
     render_synthetic_image,
