@@ -580,3 +580,14 @@ def test_light_gray_greys_half_the_images_and_light_none() -> None:
     trials = 400
     greys = sum(grey(light_gray(image)) for _ in range(trials))
     assert abs(zscore_binomial(greys, trials, 0.5)) < 4
+
+
+@pytest.mark.parametrize("cls", [RandomErasingFill, ChannelAdapGray])
+def test_probability_is_checked_by_the_shared_validator(cls: type) -> None:
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"`p` must be in \[0, 1\], got "):
+            cls(bad)
+    for bad in ("0.5", True, None):
+        with pytest.raises(TypeError, match=r"`p` must be a real number, got "):
+            cls(bad)
+    assert cls(0).p == 0.0 and type(cls(1).p) is float
