@@ -206,7 +206,7 @@ class VerificationReport:
             MISMATCH: 1 row differs from the compared counts or the file checks.
         """
         if not self.ok:
-            rows = plural(len(self.mismatches), "row differs", "rows differ")
+            rows = _plural(len(self.mismatches), "row differs", "rows differ")
             return f"MISMATCH: {rows} from the compared counts or the file checks."
         counts = f"every count matches {self.reference} and " if self.reference else ""
         if self.images_checked:
@@ -245,7 +245,7 @@ class VerificationReport:
         return "\n".join([render(cells[0]), rule, *(render(line) for line in cells[1:])])
 
 
-def plural(n: int, singular: str, many: str | None = None) -> str:
+def _plural(n: int, singular: str, many: str | None = None) -> str:
     """``n`` with thousands separators and the noun that agrees with it.
 
     Args:
@@ -257,7 +257,7 @@ def plural(n: int, singular: str, many: str | None = None) -> str:
         ``"1 identity"``, ``"2 identities"``, ``"1,204 images"``, ...
 
     Examples:
-        >>> plural(1, "identity", "identities"), plural(0, "identity", "identities"), plural(1204, "image")
+        >>> _plural(1, "identity", "identities"), _plural(0, "identity", "identities"), _plural(1204, "image")
         ('1 identity', '0 identities', '1,204 images')
     """
     return f"{n:,} {singular if n == 1 else (many if many is not None else singular + 's')}"
@@ -283,7 +283,7 @@ def _count_rows(split: str, records: Sequence[ImageRecord], published: dict[tupl
     cameras |= {(m, c) for s, m, c, n in published if s == split and c != "all" and n == "images"}
     for modality, camera in sorted(cameras, key=lambda mc: (int(mc[1][3:]), mc[0])):
         subset = [r for r in records if r.modality.name.lower() == modality and f"cam{r.camera}" == camera]
-        note = plural(len({r.identity for r in subset}), "identity", "identities")
+        note = _plural(len({r.identity for r in subset}), "identity", "identities")
         entry = published.get((split, modality, camera, "images"))
         expected, status = _status(entry, len(subset))
         rows.append(CountRow(split, modality, camera, "images", expected, len(subset), status, note))
@@ -338,7 +338,7 @@ def _layout_notes(dataset: VIReIDDataset) -> list[str]:
             notes.append(f"test_nir has no cam3, as published (near-infrared test cameras {nir})")
         no_camera = sum(1 for r in dataset.train if r.camera == 0)
         if no_camera:
-            paths = plural(no_camera, "training path has", "training paths have")
+            paths = _plural(no_camera, "training path has", "training paths have")
             notes.append(f"{paths} no camN folder; {'its' if no_camera == 1 else 'their'} camera is 0")
     return notes
 
