@@ -97,3 +97,20 @@ def test_public_names():
     assert datasets.__all__ == sorted(datasets.__all__)
     for name in datasets.__all__:
         assert hasattr(datasets, name), name
+
+
+def test_detect_dataset(tmp_path, make_sysu, make_regdb, make_llcm):
+    from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+
+    assert datasets.detect_dataset(tmp_path) is None
+    assert datasets.detect_dataset(tmp_path / "missing") is None
+    assert datasets.detect_dataset(make_sysu(tmp_path / "SYSU-MM01").root) == "sysu"
+    assert datasets.detect_dataset(make_regdb(tmp_path / "RegDB", splits={2: ((1, 2), (3,))}).root) == "regdb"
+    assert datasets.detect_dataset(make_llcm(tmp_path / "LLCM").root) == "llcm"
+    synthetic = make_synthetic_dataset(
+        tmp_path / "synthetic", num_identities=2, train_identities=1, images_per_camera=1, height=16, width=8
+    )
+    assert datasets.detect_dataset(synthetic) == "synthetic"  # before "sysu", whose layout it also has
+    assert datasets.detect_dataset(str(synthetic / "cam1")) is None
+    with pytest.raises(TypeError, match="`root`"):
+        datasets.detect_dataset(3)

@@ -14,10 +14,12 @@ from vireid_layers.data.datasets.folder import (
     ImageDataset,
     ImageReadError,
     ImageSample,
+    MissingImageError,
     list_identity_folders,
     list_images,
     load_image,
     require_path,
+    verify_command,
 )
 from vireid_layers.data.datasets.sysu import read_sysu_mm01
 from vireid_layers.data.records import ImageRecord
@@ -144,3 +146,75 @@ def test_require_path(tmp_path):
         require_path(tmp_path / "f.txt", dataset="X", layout="X/")
     with pytest.raises(FileNotFoundError, match=r"X: file .*g\.txt does not exist"):
         require_path(tmp_path / "g.txt", dataset="X", layout="X/", kind="file")
+
+
+# ------------------------------------------------------------------ one exception type, one line, the next step
+
+
+def one_line_error(dataset: ImageDataset, index: int, kind: type[Exception] = ImageReadError) -> str:
+    with pytest.raises(kind) as info:
+        dataset[index]
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_image_is_an_image_read_error_and_a_file_not_found(tmp_path, make_sysu):
+    tree = make_sysu(tmp_path / "SYSU-MM01")
+    ds = read_sysu_mm01(tree.root)
+    gone = ds.train[2].path
+    gone.unlink()
+    with pytest.raises(MissingImageError) as info:
+        load_image(gone)
+    assert isinstance(info.value, ImageReadError) and isinstance(info.value, FileNotFoundError)
+    assert str(info.value) == f"cannot read image {gone}: no such file"
+    assert info.value.path == str(gone)
+    message = one_line_error(ImageDataset(ds.train), 2, MissingImageError)
+    assert message == (
+        f"cannot read image {gone}: no such file; to list every missing or unreadable image run: "
+        f"vireid-verify --check-images {tree.root}"
+    )
+
+
+def test_corrupt_image_message_names_the_file_and_the_command(tmp_path, make_regdb, garbage):
+    tree = make_regdb(tmp_path / "RegDB")
+    bad = garbage(tree.test[1].path)
+    records = [record(e.path, e.identity, e.camera, e.modality) for e in tree.test]
+    message = one_line_error(ImageDataset(records), 1)
+    assert message.startswith(f"cannot read image {bad}: ")
+    hint = f"; to list every missing or unreadable image run: vireid-verify --check-images {tree.root}"
+    assert message.endswith(hint)
+    assert ImageDataset(records)[0].image.shape == (3, 8, 4)  # the others still read
+
+
+def test_dataloader_worker_error_keeps_the_type_and_the_one_line(tmp_path, make_sysu, garbage):
+    tree = make_sysu(tmp_path / "SYSU-MM01")
+    ds = read_sysu_mm01(tree.root)
+    garbage(ds.train[5].path)
+    dataset = ImageDataset(ds.train)
+    in_process = one_line_error(dataset, 5)
+    with pytest.raises(ImageReadError) as info:
+        for _ in DataLoader(dataset, batch_size=4, num_workers=1):
+            pass
+    assert str(info.value) == in_process  # not the worker's traceback
+    assert "Traceback" in info.value.details and "DataLoader worker" in info.value.details
+
+
+def test_verify_command_quotes_and_falls_back(tmp_path, make_sysu):
+    tree = make_sysu(tmp_path / "my data" / "SYSU-MM01")
+    image = tree.train[0].path
+    assert verify_command(image) == f"vireid-verify --check-images '{tree.root}'"
+    assert verify_command(tmp_path / "elsewhere" / "a" / "b.jpg") == "vireid-verify --check-images <dataset root>"
+    outside = tmp_path / "loose.png"
+    Image.new("RGB", (4, 8)).save(outside)
+    outside.write_bytes(outside.read_bytes()[:20])
+    assert one_line_error(ImageDataset([record(outside)]), 0).endswith("--check-images <dataset root>")
+    with pytest.raises(TypeError, match="`path`"):
+        verify_command(3)
+
+
+def test_image_read_error_message_forms():
+    assert str(ImageReadError("cannot read image /a.jpg: x")) == "cannot read image /a.jpg: x"
+    assert ImageReadError("cannot read image /a.jpg: x").details == ""
+    assert str(ImageReadError("two\nlines")) == "two lines"  # never more than one line
+    assert isinstance(MissingImageError("m"), FileNotFoundError)

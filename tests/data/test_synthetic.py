@@ -18,11 +18,12 @@ import pytest
 from PIL import Image
 
 from vireid_layers import Modality
-from vireid_layers.data.datasets import synthetic
+from vireid_layers.data import preview
 from vireid_layers.data.datasets.synthetic import (
     SYNTHETIC_GENERATOR_VERSION,
     SYNTHETIC_JPEG_QUALITY,
     SYNTHETIC_MANIFEST,
+    identities,
     make_synthetic_dataset,
     read_synthetic,
     render_synthetic_image,
@@ -85,7 +86,7 @@ def test_different_seed_gives_different_images(small: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize(("identity", "camera", "index"), [(1, 1, 1), (4, 3, 2), (10, 6, 1), (7, 5, 2)])
 def test_single_image_regenerates_the_written_file(small: Path, identity: int, camera: int, index: int) -> None:
-    synthetic._identity_attributes.cache_clear()  # nothing carried over from the full run
+    identities._identity_attributes.cache_clear()  # nothing carried over from the full run
     for _ in range(2):  # and rendering other images first changes nothing
         render_synthetic_image(3, 2, 1, seed=3, height=32, width=16)
         image = render_synthetic_image(identity, camera, index, seed=3, height=32, width=16)
@@ -128,6 +129,8 @@ def test_layout_is_sysu(small: Path) -> None:
 
 def test_manifest_records_parameters(small: Path) -> None:
     manifest = json.loads((small / SYNTHETIC_MANIFEST).read_text())
+    # the import path of the former single module: datasets written before the package split still read
+    assert manifest["generator"] == "vireid_layers.data.datasets.synthetic"
     assert manifest["version"] == SYNTHETIC_GENERATOR_VERSION
     assert manifest["parameters"] == {**SMALL, "seed": 3}
     assert manifest["complete"] is True
@@ -169,22 +172,22 @@ def test_infrared_is_grey_and_visible_is_colour(small: Path) -> None:
 
 def test_colour_triplets_share_colours_not_materials() -> None:
     """Identities 1-3, 4-6, ... wear the same colours, with their own materials (infrared intensities)."""
-    first, second, third, other = (synthetic._identity_attributes(0, i) for i in (4, 5, 6, 7))
-    for part in (synthetic._UPPER, synthetic._LOWER):
+    first, second, third, other = (identities._identity_attributes(0, i) for i in (4, 5, 6, 7))
+    for part in (identities._UPPER, identities._LOWER):
         np.testing.assert_array_equal(first.colours[part], second.colours[part])
         np.testing.assert_array_equal(first.colours[part], third.colours[part])
-    assert not np.array_equal(third.colours[synthetic._UPPER], other.colours[synthetic._UPPER])
-    assert len({a.temps[synthetic._UPPER] for a in (first, second, third)}) == 3
+    assert not np.array_equal(third.colours[identities._UPPER], other.colours[identities._UPPER])
+    assert len({a.temps[identities._UPPER] for a in (first, second, third)}) == 3
 
 
 def test_infrared_intensity_follows_visible_luminance_not_hue() -> None:
     """A garment's infrared intensity is mostly its visible luma: the cue that crosses the modalities."""
-    people = [synthetic._identity_attributes(0, i) for i in range(1, 301)]
-    luma = np.array([p.colours[synthetic._UPPER] @ synthetic._LUMA for p in people])
-    temps = np.array([p.temps[synthetic._UPPER] for p in people])
+    people = [identities._identity_attributes(0, i) for i in range(1, 301)]
+    luma = np.array([p.colours[identities._UPPER] @ identities._LUMA for p in people])
+    temps = np.array([p.temps[identities._UPPER] for p in people])
     assert np.corrcoef(luma, temps)[0, 1] > 0.9
     # Same luma, different hue: same intensity up to the material term.
-    hue_only = np.array([p.colours[synthetic._UPPER][0] - p.colours[synthetic._UPPER][2] for p in people])
+    hue_only = np.array([p.colours[identities._UPPER][0] - p.colours[identities._UPPER][2] for p in people])
     assert abs(np.corrcoef(hue_only, temps - 0.25 - 0.6 * 0.9 * luma)[0, 1]) < 0.2
 
 
@@ -287,6 +290,7 @@ def test_render_bad_arguments(args: tuple[int, int, int], name: str) -> None:
 
 
 def test_sample_grid(small: Path, tmp_path: Path) -> None:
+    assert save_sample_grid is preview.save_sample_grid  # it lives with the dataset tools, re-exported here
     png = save_sample_grid(small, tmp_path / "docs" / "grid.png", identities=3, scale=2)
     with Image.open(png) as image:
         assert image.format == "PNG"

@@ -354,8 +354,14 @@ OFFICIAL_SIZES = {
 }
 
 
+#: The two pipelines for tiny images (not official) and their default size (the examples' quick runs).
+LIGHT_SIZES = {"light": (64, 32), "light_gray": (64, 32)}
+
+
 def test_registered_names() -> None:
-    assert set(TRAIN_PIPELINES) == set(OFFICIAL_SIZES)
+    assert set(TRAIN_PIPELINES) == set(OFFICIAL_SIZES) | set(LIGHT_SIZES)
+    for name, (h, w) in LIGHT_SIZES.items():
+        assert (TRAIN_PIPELINES[name].height, TRAIN_PIPELINES[name].width) == (h, w)
     for name, (h, w) in OFFICIAL_SIZES.items():
         assert (TRAIN_PIPELINES[name].height, TRAIN_PIPELINES[name].width) == (h, w)
 
@@ -370,11 +376,11 @@ def images() -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("name", sorted(OFFICIAL_SIZES))
+@pytest.mark.parametrize("name", sorted(OFFICIAL_SIZES | LIGHT_SIZES))
 def test_pipeline_output(name: str) -> None:
     torch.manual_seed(0)
     transform = build_train_transform(name)
-    h, w = OFFICIAL_SIZES[name]
+    h, w = (OFFICIAL_SIZES | LIGHT_SIZES)[name]
     for kind, image in images().items():
         for _ in range(3):
             out = transform(image)
@@ -508,3 +514,80 @@ def test_register_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(TypeError, match="build"):
         register_pipeline("other", "not callable", height=1, width=1)  # type: ignore[arg-type]
     assert "mine" not in TRAIN_PIPELINES  # the module dict is restored by monkeypatch
+
+
+# ------------------------------------------------------------------------------------------ light pipelines
+
+
+def reference_light(height: int, width: int, *, gray: bool) -> v2.Compose:
+    """The "light" training transforms as the examples wrote them before they were registered here."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RGB(),
+            v2.Resize((height, width), antialias=True),
+            *([v2.RandomGrayscale(0.5)] if gray else []),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(LIGHT_SIZES))
+def test_light_pipeline_steps(name: str) -> None:
+    gray = name == "light_gray"
+    s = steps(name)
+    expected = [v2.ToImage, v2.RGB, v2.Resize, *([v2.RandomGrayscale] if gray else []), v2.RandomHorizontalFlip]
+    assert [type(t) for t in s] == [*expected, v2.ToDtype, v2.Normalize, v2.ToPureTensor]
+    resize = next(t for t in s if isinstance(t, v2.Resize))
+    mode = v2.InterpolationMode(resize.interpolation)
+    assert (resize.size, mode, resize.antialias) == ([64, 32], v2.InterpolationMode.BILINEAR, True)
+    assert next(t for t in s if isinstance(t, v2.RandomHorizontalFlip)).p == 0.5
+    if gray:
+        assert next(t for t in s if isinstance(t, v2.RandomGrayscale)).p == 0.5
+    to_dtype = next(t for t in s if isinstance(t, v2.ToDtype))
+    assert (to_dtype.dtype, to_dtype.scale) == (torch.float32, True)
+    normalize = next(t for t in s if isinstance(t, v2.Normalize))
+    assert (tuple(normalize.mean), tuple(normalize.std)) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+@pytest.mark.parametrize("name", sorted(LIGHT_SIZES))
+@pytest.mark.parametrize(("height", "width"), [(64, 32), (16, 8)])
+def test_light_pipeline_equals_the_examples_transform(name: str, height: int, width: int) -> None:
+    transform = build_train_transform(name, height=height, width=width)
+    reference = reference_light(height, width, gray=name == "light_gray")
+    for kind, image in images().items():
+        for seed in range(6):  # the same random draws: flips and greys at the same steps
+            torch.manual_seed(seed)
+            got = transform(image)
+            torch.manual_seed(seed)
+            assert torch.equal(got, reference(image)), (kind, seed)
+
+
+def test_light_gray_greys_half_the_images_and_light_none() -> None:
+    image = PIL.Image.new("RGB", (20, 40), (200, 30, 90))
+    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
+
+    def grey(x: torch.Tensor) -> bool:
+        rgb = x.double() * std.double() + mean.double()
+        return bool(torch.allclose(rgb[0], rgb[1], atol=1e-5) and torch.allclose(rgb[1], rgb[2], atol=1e-5))
+
+    torch.manual_seed(0)
+    light, light_gray = build_train_transform("light"), build_train_transform("light_gray")
+    assert not any(grey(light(image)) for _ in range(50))
+    trials = 400
+    greys = sum(grey(light_gray(image)) for _ in range(trials))
+    assert abs(zscore_binomial(greys, trials, 0.5)) < 4
+
+
+@pytest.mark.parametrize("cls", [RandomErasingFill, ChannelAdapGray])
+def test_probability_is_checked_by_the_shared_validator(cls: type) -> None:
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"`p` must be in \[0, 1\], got "):
+            cls(bad)
+    for bad in ("0.5", True, None):
+        with pytest.raises(TypeError, match=r"`p` must be a real number, got "):
+            cls(bad)
+    assert cls(0).p == 0.0 and type(cls(1).p) is float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -306,3 +307,126 @@ def test_python_dash_m(tmp_path, make_sysu):
     assert done.returncode == 1, done.stderr
     assert re.search(r"identities \|\s+395 \|\s+4 \| MISMATCH", done.stdout)
     assert "RuntimeWarning" not in done.stderr  # `-m` on a module its package already imported warns
+
+
+# --------------------------------------------------------------------------------------------- the synthetic dataset
+
+SYNTHETIC = {"num_identities": 5, "train_identities": 3, "images_per_camera": 2, "height": 16, "width": 8}
+
+
+@pytest.fixture
+def synthetic_root(tmp_path):
+    from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path / "synthetic", seed=1, **SYNTHETIC)
+
+
+def rewrite_manifest(root: Path, **changes) -> None:
+    path = root / "synthetic.json"
+    manifest = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key == "images_per_camera":
+            manifest["parameters"][key] = value
+        else:
+            manifest[key] = value
+    path.write_text(json.dumps(manifest))
+
+
+def test_synthetic_counts_are_compared_with_the_manifest(synthetic_root):
+    report = verify_dataset("synthetic", synthetic_root)
+    assert report.ok and report.reference == "synthetic.json"
+    train_ids = row(report, "train", "all", "identities")
+    assert (train_ids.expected, train_ids.found, train_ids.status) == (3, 3, STATUS_OK)
+    assert row(report, "test", "infrared", "images").expected == 2 * 2 * 2
+    assert row(report, "test", "visible", "images", camera="cam5").expected == 2 * 2
+    total = row(report, "all", "all", "images")
+    assert (total.expected, total.found, total.status) == (5 * 6 * 2, 60, STATUS_OK)
+    compared = [r for r in report.rows if r.split in ("train", "test", "all")]
+    assert all(r.status == STATUS_OK for r in compared)  # every count, per camera too, has a recorded value
+    assert any("synthetic.json (generator version 3, seed 1)" in n for n in report.notes)
+
+
+def test_synthetic_deleted_image_fails(synthetic_root, capsys):
+    victim = synthetic_root / "cam3" / "0002" / "0001.jpg"
+    victim.unlink()
+    report = verify_dataset("synthetic", synthetic_root)
+    assert not report.ok
+    assert report.missing_files == (victim,)
+    assert row(report, "all", "all", "images").found == 59
+    assert main(["--dataset", "synthetic", "--root", str(synthetic_root)]) == 1
+    out = capsys.readouterr().out
+    assert f"missing files (1):\n  {victim}\n" in out
+    assert "OK" not in out
+    assert re.search(r"infrared \| cam3\s+\| images\s+\|\s+\d+ \|\s+\d+ \| MISMATCH", out)
+    assert out.splitlines()[-1].startswith("MISMATCH: ")
+
+
+def test_synthetic_corrupt_image_needs_check_images(synthetic_root, garbage, capsys):
+    bad = garbage(synthetic_root / "cam1" / "0004" / "0002.jpg")
+    assert main(["--dataset", "synthetic", "--root", str(synthetic_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == (
+        "OK: every count matches synthetic.json and every listed file exists "
+        "(images not decoded: add --check-images to decode them)."
+    )
+    assert main(["--check-images", str(synthetic_root)]) == 1  # positional root, dataset detected
+    out = capsys.readouterr().out
+    assert f"unreadable images (1):\n  cannot read image {bad}: " in out
+    assert out.splitlines()[-1] == "MISMATCH: 1 row differs from the compared counts or the file checks."
+
+
+def test_synthetic_changed_manifest_count(synthetic_root, capsys):
+    rewrite_manifest(synthetic_root, num_images=61)
+    report = verify_dataset("synthetic", synthetic_root)
+    total = row(report, "all", "all", "images")
+    assert (total.expected, total.found, total.status) == (61, 60, STATUS_MISMATCH)
+    assert [r.count for r in report.mismatches] == ["images"] and report.missing_files == ()
+    rewrite_manifest(synthetic_root, num_images=90, images_per_camera=3)
+    report = verify_dataset("synthetic", synthetic_root)
+    assert row(report, "train", "all", "images").expected == 3 * 6 * 3
+    assert len(report.missing_files) == 5 * 6  # every 0003.jpg the manifest now implies
+    assert all(p.name == "0003.jpg" for p in report.missing_files)
+    assert main(["--dataset", "synthetic", "--root", str(synthetic_root), "--check-images"]) == 1
+
+
+def test_synthetic_manifest_without_a_field_is_a_layout_error(synthetic_root, capsys):
+    manifest = json.loads((synthetic_root / "synthetic.json").read_text())
+    del manifest["splits"]
+    (synthetic_root / "synthetic.json").write_text(json.dumps(manifest))
+    assert main([str(synthetic_root)]) == 2
+    assert "synthetic.json lacks a field of the synthetic-dataset manifest" in capsys.readouterr().err
+
+
+def test_all_images_decoded_message(tmp_path, make_regdb, monkeypatch, capsys):
+    tree = make_regdb(tmp_path / "RegDB")
+    monkeypatch.setitem(PUBLISHED_STATISTICS, "regdb", published_like(verify_dataset("regdb", tree.root)))
+    assert main(["--check-images", str(tree.root)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "OK: every count matches the published statistics and every listed file exists and decodes."
+
+
+def test_root_argument_forms(tmp_path, make_sysu, capsys):
+    tree = make_sysu(tmp_path / "SYSU-MM01")
+    assert main([str(tree.root)]) == 1  # detected as SYSU-MM01, whose published counts a tiny tree misses
+    assert f"sysu at {tree.root}" in capsys.readouterr().out
+    for argv in ([], ["--root", str(tree.root), str(tree.root)]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "give the dataset root once" in capsys.readouterr().err
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    assert main([str(unknown)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot tell which dataset {unknown} holds" in err and "pass --dataset" in err
+
+
+def test_counts_of_one_are_singular(tmp_path, make_regdb, make_llcm):
+    tree = make_regdb(tmp_path / "RegDB", splits={1: ((1, 2, 3), (4, 5)), 4: ((1,), (2, 3, 4, 5))})
+    report = verify_dataset("regdb", tree.root, trial=4)
+    assert row(report, "train", "visible", "images", camera="cam1").note == "1 identity"
+    assert row(report, "test", "visible", "images", camera="cam1").note == "4 identities"
+    assert "1 identities" not in report.format_table()
+    llcm = make_llcm(tmp_path / "LLCM", train_pids=(3,), images=1, train_without_camera=True)
+    notes = verify_dataset("llcm", llcm.root).notes
+    assert "4 training paths have no camN folder; their camera is 0" in notes

@@ -29,6 +29,10 @@ name                       H × W     steps after *load* (to PIL, to RGB, Lanczo
                                      Pad(10, fill 127) → RandomCrop → ToTensor → Normalize → torchvision
                                      ``RandomErasing()`` (p 0.5, scale (0.02, 0.33), log-uniform ratio
                                      (0.3, 3.3), fill 0)
+``light``                  64 × 32   *not official*, for tiny images where a 10-pixel pad and crop would be
+                                     huge (the quick synthetic runs of the examples): ToImage → RGB → Resize
+                                     (bilinear, antialiased) → HFlip(0.5) → ToTensor → Normalize
+``light_gray``             64 × 32   *not official*: ``light`` with RandomGrayscale(0.5) (DEEN's) before the flip
 ========================== ========= =====================================================================
 
 The *load* step stands in for the official data loaders, which resize every image to the network input with
@@ -56,7 +60,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
-from .._validation import check_int
+from .._validation import check_int, check_probability
 
 __all__ = [
     "CIFAR_MEAN",
@@ -103,14 +107,6 @@ def _check_range(value: object, name: str, *, low: float, high: float | None = N
     if not (low <= lo <= hi and (high is None or hi <= high)) or math.isnan(lo) or math.isnan(hi):
         raise ValueError(f"`{name}` must satisfy {low} <= min <= max{upper}, got {value!r}")
     return lo, hi
-
-
-def _check_probability(value: object, name: str = "p") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a real number, got {type(value).__name__} {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1], got {value}")
-    return float(value)
 
 
 def _check_generator(generator: object) -> torch.Generator | None:
@@ -311,7 +307,7 @@ class RandomErasingFill(_TensorTransform):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        self.p = _check_probability(p)
+        self.p = check_probability(p, "p")
         self.scale = _check_range(scale, "scale", low=0.0, high=1.0)
         self.ratio = _check_range(ratio, "ratio", low=0.0)
         if self.ratio[0] <= 0:
@@ -438,7 +434,7 @@ class ChannelAdapGray(_TensorTransform):
 
     def __init__(self, p: float = 0.5, *, generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.p = _check_probability(p)
+        self.p = check_probability(p, "p")
         self.generator = _check_generator(generator)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
@@ -574,6 +570,26 @@ def _mpanet(height: int, width: int) -> v2.Compose:
     )
 
 
+def _light(*, gray: bool) -> Callable[[int, int], v2.Compose]:
+    """Resize (bilinear, antialiased), optionally grey with probability 0.5, flip: for tiny images."""
+
+    def build(height: int, width: int) -> v2.Compose:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RGB(),
+                v2.Resize((height, width), antialias=True),
+                *([v2.RandomGrayscale(0.5)] if gray else []),
+                v2.RandomHorizontalFlip(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                v2.ToPureTensor(),
+            ]
+        )
+
+    return build
+
+
 @dataclass(frozen=True)
 class TrainPipeline:
     """A named training pipeline: its builder, its official input size and a one-line description.
@@ -662,13 +678,23 @@ def register_pipeline(
     TRAIN_PIPELINES[name] = TrainPipeline(build, check_int(height, "height"), check_int(width, "width"), description)
 
 
+register_pipeline("light", _light(gray=False), height=64, width=32, description="tiny images: resize (bilinear), flip")
+register_pipeline(
+    "light_gray",
+    _light(gray=True),
+    height=64,
+    width=32,
+    description="tiny images: resize (bilinear), grayscale 0.5 (as DEEN), flip",
+)
+
+
 def build_train_transform(name: str, *, height: int | None = None, width: int | None = None) -> Callable[[Any], Tensor]:
     """Build an official training pipeline by name (see the table of the module docstring).
 
     Args:
         name: one of :data:`TRAIN_PIPELINES` (``"deen_sysu"``, ``"deen_regdb"``, ``"deen_llcm"``, ``"ddag"``,
             ``"agw"``, ``"agw_llcm"``, ``"caj_visible"``, ``"caj_visible_exchange"``, ``"caj_infrared"``,
-            ``"mpanet"``).
+            ``"mpanet"``; ``"light"`` and ``"light_gray"`` for tiny images).
         height: output height; default: the pipeline's official one.
         width: output width; default: the pipeline's official one.
 

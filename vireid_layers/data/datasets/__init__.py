@@ -16,7 +16,7 @@ from typing import Any
 
 from ..._validation import check_choice
 from ..records import VIReIDDataset
-from .folder import IMAGE_EXTENSIONS, ImageDataset, ImageReadError, ImageSample, load_image
+from .folder import IMAGE_EXTENSIONS, ImageDataset, ImageReadError, ImageSample, as_path, load_image
 from .llcm import LLCM_NIR_CAMERAS, LLCM_VIS_CAMERAS, read_llcm
 from .regdb import REGDB_THERMAL_CAMERA, REGDB_TRIALS, REGDB_VISIBLE_CAMERA, read_regdb
 from .sysu import SYSU_IR_CAMERAS, SYSU_RGB_CAMERAS, read_sysu_mm01
@@ -35,6 +35,7 @@ __all__ = [
     "SYSU_IR_CAMERAS",
     "SYSU_RGB_CAMERAS",
     "build_dataset",
+    "detect_dataset",
     "load_image",
     "read_llcm",
     "read_regdb",
@@ -111,3 +112,47 @@ def build_dataset(name: str, root: str | os.PathLike[str], **kwargs: Any) -> VIR
     """
     check_choice(name, "name", sorted(DATASETS))
     return DATASETS[name](root, **kwargs)
+
+
+# What marks each built-in layout's root, checked in this order (a synthetic root is also a SYSU-MM01 layout).
+_LAYOUT_MARKERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("synthetic", ("synthetic.json",)),
+    ("sysu", ("exp/train_id.txt", "cam1")),
+    ("llcm", ("idx/train_vis.txt", "idx/test_id.txt")),
+    ("regdb", ("idx", "Visible", "Thermal")),
+)
+
+
+def detect_dataset(root: str | os.PathLike[str]) -> str | None:
+    """The name of the built-in dataset whose published layout ``root`` holds, or ``None``.
+
+    Only a few marker paths are looked up (``synthetic.json``; ``exp/train_id.txt`` and ``cam1/`` for
+    SYSU-MM01; ``idx/train_vis.txt`` and ``idx/test_id.txt`` for LLCM; ``idx/``, ``Visible/`` and ``Thermal/``
+    for RegDB); nothing is read. ``vireid-verify`` uses it when ``--dataset`` is
+    not given. Registered datasets other than the built-in ones are never detected.
+
+    Args:
+        root: a folder.
+
+    Returns:
+        ``"synthetic"``, ``"sysu"``, ``"llcm"``, ``"regdb"``, or ``None`` when no layout matches.
+
+    Raises:
+        TypeError: ``root`` is not a ``str`` or :class:`os.PathLike`.
+
+    Examples:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     before = detect_dataset(tmp)
+        ...     for name in ("idx", "Visible", "Thermal"):
+        ...         (Path(tmp) / name).mkdir()
+        ...     after = detect_dataset(tmp)
+        >>> before, after
+        (None, 'regdb')
+    """
+    path = as_path(root)
+    for name, markers in _LAYOUT_MARKERS:
+        if all((path / marker).exists() for marker in markers):
+            return name
+    return None

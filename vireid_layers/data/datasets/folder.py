@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,11 +26,13 @@ __all__ = [
     "ImageDataset",
     "ImageReadError",
     "ImageSample",
+    "MissingImageError",
     "as_path",
     "list_identity_folders",
     "list_images",
     "load_image",
     "require_path",
+    "verify_command",
 ]
 
 #: File-name suffixes (compared case-insensitively) that :func:`list_images` treats as images.
@@ -38,8 +41,50 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".jpeg", ".jpg", ".png")
 _DIGITS = re.compile(r"\d+", re.ASCII)
 
 
+_MARKER = "cannot read image "
+
+
 class ImageReadError(OSError):
-    """An image file exists but cannot be decoded (corrupt, truncated or not an image); the message names it."""
+    r"""An image of a dataset cannot be read: missing, not permitted, corrupt, truncated or not an image.
+
+    The one exception type :func:`load_image` and :class:`ImageDataset` raise for a bad image file. Its message
+    is one line that starts with ``cannot read image <path>:`` and gives the reason; raised by
+    :class:`ImageDataset`, it also names the command that lists every bad file of the dataset
+    (``vireid-verify --check-images <root>``). A training script can catch it and print ``str(err)``.
+
+    When a ``DataLoader`` worker raised it, ``DataLoader`` raises it again in the main process with the worker's
+    whole traceback as the message; the constructor keeps the one line of the original message and stores the
+    traceback text in :attr:`details`.
+
+    Args:
+        message: the message (of a multi-line message, the last line holding ``cannot read image`` is kept).
+        path: the image file, stored as :attr:`path` (``None`` when not known).
+
+    Examples:
+        >>> err = ImageReadError("cannot read image /d/0001.jpg: truncated", path="/d/0001.jpg")
+        >>> str(err), err.path, isinstance(err, OSError)
+        ('cannot read image /d/0001.jpg: truncated', '/d/0001.jpg', True)
+        >>> worker = "Caught ImageReadError in DataLoader worker process 0.\nOriginal Traceback ...\n"
+        >>> str(ImageReadError(worker + "ImageReadError: cannot read image /d/0001.jpg: truncated\n"))
+        'cannot read image /d/0001.jpg: truncated'
+    """
+
+    def __init__(self, message: str = "", *, path: str | None = None) -> None:
+        text = str(message)
+        self.details = ""
+        if "\n" in text.strip():
+            lines = [line for line in text.splitlines() if _MARKER in line]
+            if lines:
+                self.details = text
+                text = lines[-1][lines[-1].index(_MARKER) :]
+            else:
+                text = " ".join(text.split())
+        super().__init__(text)
+        self.path = path
+
+
+class MissingImageError(ImageReadError, FileNotFoundError):
+    """An image file a dataset lists does not exist: an :class:`ImageReadError` and a :class:`FileNotFoundError`."""
 
 
 def as_path(root: object, name: str = "root") -> Path:
@@ -130,16 +175,55 @@ def load_image(path: str | os.PathLike[str]) -> Image.Image:
         The decoded ``RGB`` image.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist (PIL's message names it).
-        ImageReadError: the file cannot be decoded; the message names the path and PIL's reason.
+        MissingImageError: ``path`` does not exist (an :class:`ImageReadError` and a :class:`FileNotFoundError`).
+        ImageReadError: the file cannot be opened or decoded; the one-line message names the path and the reason.
+
+    Examples:
+        >>> load_image("/no/such/image.jpg")
+        Traceback (most recent call last):
+        ...
+        vireid_layers.data.datasets.folder.MissingImageError: cannot read image /no/such/image.jpg: no such file
     """
+    name = os.fspath(path)
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
-    except FileNotFoundError:
-        raise
+    except FileNotFoundError as err:
+        raise MissingImageError(f"{_MARKER}{name}: no such file", path=name) from err
     except Exception as err:  # PIL plugins raise OSError, ValueError, SyntaxError, struct.error, ... on bad data
-        raise ImageReadError(f"cannot read image {os.fspath(path)}: {type(err).__name__}: {err}") from err
+        reason = " ".join(f"{type(err).__name__}: {err}".split())  # one line
+        raise ImageReadError(f"{_MARKER}{name}: {reason}", path=name) from err
+
+
+def _dataset_root_of(path: Path) -> Path | None:
+    """The nearest folder above ``path`` (at most five levels up) that holds a known dataset layout."""
+    from . import detect_dataset  # the registry package imports this module
+
+    for parent in list(path.parents)[:5]:
+        if detect_dataset(parent) is not None:
+            return parent
+    return None
+
+
+def verify_command(path: str | os.PathLike[str]) -> str:
+    """The ``vireid-verify`` command that checks every image of the dataset holding the image ``path``.
+
+    The dataset root is the nearest folder above ``path`` with a known layout
+    (:func:`~vireid_layers.data.datasets.detect_dataset`); when none is found the command shows
+    ``<dataset root>`` instead.
+
+    Args:
+        path: an image file of a dataset (it need not exist).
+
+    Returns:
+        ``vireid-verify --check-images <root>``, the root quoted for a POSIX shell where needed.
+
+    Examples:
+        >>> verify_command("/no/such/dataset/cam3/0001/0001.jpg")
+        'vireid-verify --check-images <dataset root>'
+    """
+    root = _dataset_root_of(as_path(path, "path"))
+    return f"vireid-verify --check-images {'<dataset root>' if root is None else shlex.quote(str(root))}"
 
 
 class ImageSample(NamedTuple):
@@ -174,6 +258,9 @@ class ImageDataset(Dataset[ImageSample]):
     Raises:
         TypeError: an element of ``records`` is not an :class:`~vireid_layers.data.ImageRecord`, or
             ``transform`` is not callable.
+        ImageReadError: when indexed, the image is missing (:class:`MissingImageError`) or cannot be decoded;
+            the one-line message names the file and ends with the ``vireid-verify --check-images <root>``
+            command that lists every bad image of the dataset (:func:`verify_command`).
 
     Examples:
         >>> import tempfile
@@ -201,6 +288,10 @@ class ImageDataset(Dataset[ImageSample]):
 
     def __getitem__(self, index: int) -> ImageSample:
         record = self.records[index]
-        image = load_image(record.path)
+        try:
+            image = load_image(record.path)
+        except ImageReadError as err:  # the same type, its one line extended by the command that finds every bad file
+            hint = f"{err}; to list every missing or unreadable image run: {verify_command(record.path)}"
+            raise type(err)(hint, path=err.path) from err
         out = self.transform(image) if self.transform is not None else pil_to_tensor(image)
         return ImageSample(out, int(record.identity), int(record.camera), int(record.modality))
