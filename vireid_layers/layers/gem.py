@@ -37,7 +37,8 @@ def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float
     avoids all of these: every value raised to :math:`p` is :math:`\ge` ``clamp_min`` :math:`> 0` (PyTorch
     already gives :math:`\partial x^p / \partial p = x^p \log x` the value 0 at :math:`x = 0`).
 
-    An empty batch gives an empty :math:`(0, C)` output and NaN propagates (a clamp keeps it NaN). A map with no
+    An empty batch gives an empty :math:`(0, C)` output and non-finite input propagates: NaN gives NaN, and the
+    clamp does not turn :math:`-\infty` into ``clamp_min`` (it gives NaN). A map with no
     position (:math:`H = 0` or :math:`W = 0`, whose mean would be NaN) raises :class:`ValueError`, integer
     input :class:`TypeError`.
 
@@ -75,7 +76,9 @@ def _gem(x: Tensor, p: float | Tensor, eps: float, clamp_min: float | None) -> T
     with torch.autocast(device_type=x.device.type, enabled=False):
         xf = x.to(compute)
         if clamp_min is not None:
-            xf = xf.clamp_min(clamp_min)
+            # clamp_min keeps NaN but would turn -inf into clamp_min; (xf - xf) is 0 for finite values and NaN
+            # for +-inf, so a non-finite input stays non-finite (the gradient is the clamp's).
+            xf = xf.clamp_min(clamp_min) + (xf - xf)
         exponent = p.to(compute) if isinstance(p, Tensor) else p
         pooled = (xf.pow(exponent).flatten(2).mean(-1) + eps).pow(1.0 / exponent)
     return pooled.to(x.dtype)
