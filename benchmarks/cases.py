@@ -64,6 +64,7 @@ class Shapes:
     instances: int  # K, per modality
     image: tuple[int, int]  # H, W
     dee: tuple[int, int, int, int]  # input of DEE (after MFA3)
+    mam: tuple[int, int, int, int]  # a stage-3 map, the input of MPANet's MAM3 (here at the DEEN SYSU size)
     mfa: tuple[MFAStage, ...]
     embedding_dim: int
     num_branches: int
@@ -89,6 +90,7 @@ def sysu_shapes(device: torch.device) -> Shapes:
         instances=4,
         image=(384, 144),
         dee=(n, 1024, 24, 9),
+        mam=(n, 1024, 24, 9),
         mfa=(
             MFAStage("MFA1", (n, 256, 96, 36), (n, 64, 96, 36), 1),
             MFAStage("MFA2", (n, 512, 48, 18), (n, 256, 96, 36), 2),
@@ -109,6 +111,7 @@ def quick_shapes(device: torch.device) -> Shapes:
         instances=2,
         image=(64, 32),
         dee=(n, 32, 4, 2),
+        mam=(n, 32, 4, 2),
         mfa=(
             MFAStage("MFA1", (n, 16, 16, 8), (n, 8, 16, 8), 1),
             MFAStage("MFA2", (n, 32, 8, 4), (n, 16, 16, 8), 2),
@@ -297,6 +300,33 @@ def _layer_cases(shapes: Shapes, dtypes: Sequence[str]) -> Iterator[Case]:
                         build=build,
                         forward_of=f"{key}/{FWD}/{dtype}" if pass_ == FWD_BWD else None,
                     )
+
+
+def _mam_cases(shapes: Shapes, dtypes: Sequence[str]) -> Iterator[Case]:
+    """MAM on the stage-3 map (MPANet puts MAM3 there; the DEEN SYSU batch and size, 48×1024×24×9)."""
+    for pass_ in PASSES:
+        for dtype in dtypes:
+
+            def build(device: torch.device, pass_: str = pass_, dtype: str = dtype) -> Callable[[], Any]:
+                data = _Inputs(device)
+                module = vl.MAM(shapes.mam[1]).to(device)
+                x = data.randn(*shapes.mam, requires_grad=pass_ == FWD_BWD)
+                return _module_fn(
+                    module, [x], device=device, dtype=dtype, pass_=pass_, grad_shape=shapes.mam, data=data
+                )
+
+            yield Case(
+                id=f"MAM/{pass_}/{dtype}",
+                name=f"MAM({shapes.mam[1]})",
+                group="layer",
+                component="MAM",
+                shape=dims(shapes.mam),
+                dtype=dtype,
+                pass_=pass_,
+                batch=shapes.mam[0],
+                build=build,
+                forward_of=f"MAM/{FWD}/{dtype}" if pass_ == FWD_BWD else None,
+            )
 
 
 def _activate_mfa(module: vl.MFA) -> None:
@@ -574,6 +604,37 @@ def attention_materialised(theta: Tensor, phi: Tensor, g: Tensor, rows: int) -> 
     return torch.matmul(attention, v).transpose(1, 2).reshape(theta.shape)
 
 
+def mam_official(module: vl.MAM, x: Tensor) -> Tensor:
+    """MAM as the official MPANet code computes it, with the library module's weights.
+
+    Global average pooling to :math:`1\times1`, the ``channel_attention`` convolutions (1×1, no bias) with a
+    ReLU between them and a sigmoid, then ``InstanceNorm2d(C, affine=False, track_running_stats=False)``
+    (the functional :func:`torch.nn.functional.instance_norm`) and ``x * mask + IN(x) * (1 - mask)``.
+    """
+    pooled = F.adaptive_avg_pool2d(x, 1)
+    mask = torch.sigmoid(F.conv2d(F.relu(F.conv2d(pooled, module.fc1.weight)), module.fc2.weight))
+    return x * mask + F.instance_norm(x, eps=module.eps) * (1 - mask)
+
+
+def mfa_official(module: vl.MFA, x_high: Tensor, x_low: Tensor) -> Tensor:
+    """The official MFA block (``CNL`` then ``PNL``) in the official order of products, with the library's weights.
+
+    ``CNL``: energy = θ(x_h) φ(x_l)ᵀ (a C'×C' matrix), divided by C', times g(x_l). ``PNL``: the folded
+    ``view(B, C', -1)`` maps, energy = Q K (the (N_h/r)×(N_l/r) matrix), divided by N_l/r, times V. Both
+    always in this order, whatever the shapes; the library picks the cheaper association per product.
+    """
+    channel, spatial = module.channel, module.spatial
+    b, low = x_high.shape[0], channel.low
+    q = channel.theta(x_high).reshape(b, low, -1)
+    k = channel.phi(x_low).reshape(b, low, -1)
+    v = channel.g(x_low).reshape(b, low, -1)
+    energy = torch.matmul(q, k.transpose(1, 2))
+    y = torch.matmul(energy / energy.shape[-1], v).reshape(b, low, *x_low.shape[2:])
+    z = channel.W(y) + x_high
+    theta, phi, g = spatial.theta(z), spatial.phi(x_low), spatial.g(x_low)
+    return spatial.W(attention_materialised(theta, phi, g, spatial.low)) + z
+
+
 def _measured(call: Callable[[], Tensor], pass_: str, wrt: list[Tensor], grad_out: Tensor | None) -> Callable[[], Any]:
     """``call()`` under ``no_grad`` for ``fwd``; ``autograd.grad(call(), wrt, grad_out)`` for ``fwd+bwd``."""
     if pass_ == FWD:
@@ -693,8 +754,55 @@ def _attention_step_cases(shapes: Shapes) -> Iterator[Case]:
             )
 
 
+def _official_block_cases(shapes: Shapes) -> Iterator[Case]:
+    """The official MAM and the official-order MFA3, fp32 forward+backward, next to the library's rows."""
+    stage = shapes.mfa[-1]
+
+    def mam_build(device: torch.device) -> Callable[[], Any]:
+        data = _Inputs(device)
+        module = vl.MAM(shapes.mam[1]).to(device)
+        x = data.randn(*shapes.mam, requires_grad=True)
+        grad_out = data.randn(*shapes.mam)
+        return _measured(lambda: mam_official(module, x), FWD_BWD, [x, *module.parameters()], grad_out)
+
+    def mfa_build(device: torch.device) -> Callable[[], Any]:
+        data = _Inputs(device)
+        module = vl.MFA(stage.high[1], stage.low[1], stride=stage.stride).to(device).train()
+        _activate_mfa(module)
+        x_high, x_low = data.randn(*stage.high, requires_grad=True), data.randn(*stage.low, requires_grad=True)
+        grad_out = data.randn(*stage.high)
+        wrt = [x_high, x_low, *module.parameters()]
+        return _measured(lambda: mfa_official(module, x_high, x_low), FWD_BWD, wrt, grad_out)
+
+    yield Case(
+        id=f"baseline/MAM-official/{FWD_BWD}/fp32",
+        name="MAM, official (InstanceNorm2d + x·m + IN·(1−m))",
+        group="baseline",
+        component="MAM",
+        shape=dims(shapes.mam),
+        dtype="fp32",
+        pass_=FWD_BWD,
+        batch=shapes.mam[0],
+        build=mam_build,
+        extra={"library_case": f"MAM/{FWD_BWD}/fp32"},
+    )
+    yield Case(
+        id=f"baseline/{stage.name}-official-order/{FWD_BWD}/fp32",
+        name=f"{stage.name} official, official order of products",
+        group="baseline",
+        component="MFA",
+        shape=f"x_high {dims(stage.high)}, x_low {dims(stage.low)}, stride {stage.stride}",
+        dtype="fp32",
+        pass_=FWD_BWD,
+        batch=stage.high[0],
+        build=mfa_build,
+        extra={"library_case": f"MFA/{stage.name}-official/{FWD_BWD}/fp32"},
+    )
+
+
 def _baseline_cases(shapes: Shapes) -> Iterator[Case]:
     yield from _loop_cases(shapes)
+    yield from _official_block_cases(shapes)
     yield from _materialised_block_cases(shapes)
     yield from _attention_step_cases(shapes)
 
@@ -707,6 +815,7 @@ def all_cases(shapes: Shapes, dtypes: Sequence[str]) -> list[Case]:
     """
     cases = [
         *_layer_cases(shapes, dtypes),
+        *_mam_cases(shapes, dtypes),
         *_loss_cases(shapes, dtypes),
         *_backbone_cases(shapes, dtypes),
         *_modality_cases(shapes, dtypes),
@@ -728,6 +837,7 @@ COVERED = frozenset(
     {
         "DEE",
         "MFA",
+        "MAM",
         "CPMLoss",
         "cpm_loss",
         "OrthogonalLoss",
@@ -810,4 +920,35 @@ def check_baselines(shapes: Shapes, device: torch.device) -> dict[str, dict[str,
         out["MFA"] = _compare_mfa(shapes, data, device)
     except Exception as exc:  # as above
         out["MFA"] = {"agree": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+    for name, compare in (("MAM-official", _compare_mam_official), ("MFA3-official-order", _compare_mfa_official)):
+        try:
+            out[name] = compare(shapes, data, device)
+        except Exception as exc:  # as above
+            out[name] = {"agree": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
     return out
+
+
+def _compare_outputs(library: Tensor, official: Tensor, rows: int) -> dict[str, Any]:
+    """fp32 outputs of two evaluation orders of one block; the tolerance is derived from fp32 and the depth."""
+    diff = (library - official).abs().max().item()
+    scale = official.abs().max().item()
+    tolerance = 1e-4 * max(scale, 1.0)  # ~1000 ulps of the largest value: rounding of K<=1e4-term sums
+    return {"max_abs_diff": diff, "agree": diff <= tolerance, "batch_checked": rows}
+
+
+def _compare_mam_official(shapes: Shapes, data: _Inputs, device: torch.device) -> dict[str, Any]:
+    module = vl.MAM(shapes.mam[1]).to(device)
+    rows = max(1, shapes.mam[0] // 8)
+    x = data.randn(rows, *shapes.mam[1:])
+    with torch.no_grad():
+        return _compare_outputs(module(x), mam_official(module, x), rows)
+
+
+def _compare_mfa_official(shapes: Shapes, data: _Inputs, device: torch.device) -> dict[str, Any]:
+    stage = shapes.mfa[-1]
+    module = vl.MFA(stage.high[1], stage.low[1], stride=stage.stride).to(device).eval()
+    _activate_mfa(module)
+    rows = max(1, stage.high[0] // 8)
+    x_high, x_low = data.randn(rows, *stage.high[1:]), data.randn(rows, *stage.low[1:])
+    with torch.no_grad():
+        return _compare_outputs(module(x_high, x_low), mfa_official(module, x_high, x_low), rows)

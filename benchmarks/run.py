@@ -37,6 +37,17 @@ DEFAULT_OUT = HERE / "results"
 # must show; the other losses are reported without a threshold.
 SPEEDUP_THRESHOLDS = {"CPMLoss": 5.0, "HardTripletLoss": 5.0}
 MFA_MEMORY_THRESHOLD = 10.0
+# Blocks timed against the official code's own formulation (fp32, fwd+bwd): the library must not be slower.
+OFFICIAL_BLOCKS = (
+    ("MAM", "MAM/fwd+bwd/fp32", "baseline/MAM-official/fwd+bwd/fp32", "MAM-official"),
+    (
+        "MFA3 official",
+        "MFA/MFA3-official/fwd+bwd/fp32",
+        "baseline/MFA3-official-order/fwd+bwd/fp32",
+        "MFA3-official-order",
+    ),
+)
+OFFICIAL_THRESHOLD = 1.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -206,6 +217,35 @@ def comparison_context(shapes: suite_cases.Shapes) -> dict[str, str]:
     }
 
 
+def _official_blocks(by_id: dict[str, dict[str, Any]], checks: dict[str, Any]) -> list[dict[str, Any]]:
+    """Library vs the official formulation of a block (fp32, fwd+bwd): official median / library median."""
+    official = []
+    for block, library_id, official_id, check in OFFICIAL_BLOCKS:
+        library, reference = by_id.get(library_id), by_id.get(official_id)
+        if library is None or reference is None:
+            continue
+        speedup = speedup_min = None
+        if reference["median_ms"] is not None and library["median_ms"]:
+            speedup = reference["median_ms"] / library["median_ms"]
+        if reference.get("min_ms") is not None and library.get("min_ms"):
+            speedup_min = reference["min_ms"] / library["min_ms"]
+        official.append(
+            {
+                "block": block,
+                "library_case": library_id,
+                "official_case": official_id,
+                "library_median_ms": library["median_ms"],
+                "official_median_ms": reference["median_ms"],
+                "speedup": speedup,
+                "speedup_min": speedup_min,
+                "threshold": OFFICIAL_THRESHOLD,
+                "verdict": "n/a" if speedup is None else _verdict(speedup, OFFICIAL_THRESHOLD),
+                "agree": checks.get(check, {}).get("agree"),
+            }
+        )
+    return official
+
+
 def comparisons(
     rows: list[dict[str, Any]], checks: dict[str, Any], quick: bool, context: dict[str, str]
 ) -> dict[str, Any]:
@@ -268,7 +308,15 @@ def comparisons(
                     "verdict": "n/a" if ratio is None else _verdict(ratio, MFA_MEMORY_THRESHOLD),
                 }
             )
-    return {"quick_shapes": quick, "context": context, "loops": loops, "mfa1_memory": memory, "checks": checks}
+    official = _official_blocks(by_id, checks)
+    return {
+        "quick_shapes": quick,
+        "context": context,
+        "loops": loops,
+        "mfa1_memory": memory,
+        "official_blocks": official,
+        "checks": checks,
+    }
 
 
 def uncovered_public_names() -> list[str]:
@@ -450,12 +498,40 @@ def _md_memory(comp: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _md_official(comp: dict[str, Any]) -> list[str]:
+    lines = ["## Blocks vs the official formulation", ""]
+    if comp["quick_shapes"]:
+        lines += ["*Quick shapes: these ratios say nothing about the real batch.*", ""]
+    lines += [
+        "fp32, forward+backward, medians, same weights and inputs (`benchmarks/cases.py`: `mam_official`, "
+        "`mfa_official`). MAM: the official computation (GAP, the two bias-free 1×1 convolutions, "
+        "`InstanceNorm2d`, `x·m + IN(x)·(1−m)`) on the stage-3 map. MFA3: the official block with every "
+        "attention product in the official order ((QKᵀ)V in CNL, the folded (QK)V in PNL); the library picks "
+        "the cheaper association from the shapes. *speedup* = official / library (≥ 1: the library is not "
+        "slower); *fastest blocks* is the ratio of the fastest measured blocks.",
+        "",
+        "| block | official ms | library ms | speedup | threshold | verdict | fastest blocks | same output |",
+        "|---|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for c in comp["official_blocks"]:
+        speedup = "—" if c["speedup"] is None else f"{c['speedup']:.2f}×"
+        fastest = "—" if c.get("speedup_min") is None else f"{c['speedup_min']:.2f}×"
+        agree = {True: "yes", False: "**no**", None: "not checked"}[c["agree"]]
+        lines.append(
+            f"| {c['block']} | {_fmt(c['official_median_ms'])} | {_fmt(c['library_median_ms'])} | {speedup} | "
+            f"≥ {c['threshold']:g}× | {c['verdict']} | {fastest} | {agree} |"
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The markdown report of a results dict (header, table, comparison note)."""
     lines = [*_md_header(results), "", *_md_table(results)]
     comp = results["comparisons"]
     if comp:
         lines += ["", *_md_loops(comp), "", *_md_memory(comp)]
+        if comp.get("official_blocks"):
+            lines += ["", *_md_official(comp)]
     if results.get("uncovered"):
         names = ", ".join(f"`{n}`" for n in results["uncovered"])
         lines += ["", "## Not covered", "", f"Public names of `vireid_layers` without a case in any suite: {names}."]
@@ -550,6 +626,9 @@ def _summary(results: dict[str, Any]) -> None:
     for m in results["comparisons"].get("mfa1_memory", []):
         ratio = "n/a" if m["ratio"] is None else f"{m['ratio']:.1f}x"
         log(f"  MFA1 memory, {m['scope']} {m['pass']}: {ratio} ({m['verdict']})")
+    for c in results["comparisons"].get("official_blocks", []):
+        speedup = "n/a" if c["speedup"] is None else f"{c['speedup']:.2f}x"
+        log(f"  official vs library, {c['block']}: {speedup} ({c['verdict']})")
 
 
 def render(path: Path) -> int:

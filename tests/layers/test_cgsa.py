@@ -206,11 +206,11 @@ def test_attention_zero_outside_cliques_and_rows_sum_to_one() -> None:
 
 
 def test_module_no_information_across_identities() -> None:
-    m = CGSA(8, 4, hidden=4, heads=2).eval()
-    features, labels = torch.randn(6, 8), torch.tensor([0, 0, 0, 1, 1, 1])
+    m = CGSA(8, 4, hidden=4, heads=2, dtype=F64).eval()  # float64: a two-layer path, compared to rounding
+    features, labels = torch.randn(6, 8, dtype=F64), torch.tensor([0, 0, 0, 1, 1, 1])
     out = m(features, labels)
     changed = features.clone()
-    changed[3:] = 100 * torch.randn(3, 8)
+    changed[3:] = 100 * torch.randn(3, 8, dtype=F64)
     out2 = m(changed, labels)
     torch.testing.assert_close(out2[:3], out[:3])
     assert not torch.allclose(out2[3:], out[3:])

@@ -7,6 +7,7 @@ notes §1.2): two branches of three dilated 3x3 convolutions (C -> C/4, no bias)
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -127,6 +128,13 @@ def test_reference_fp32() -> None:
     dee.eval()
     x = torch.randn(2, 16, 6, 4)
     torch.testing.assert_close(dee(x), ref(x), rtol=1e-5, atol=1e-5)
+    # Against the exact (float64) value, with a tolerance derived from the dtype and the depth: the longest
+    # reduction of the path is the three 3x3 dilated convs over C = 16 channels (3 * 16 * 9 = 432 products)
+    # followed by the C/4 = 4-term 1x1 conv; float32 rounding of a K-term sum grows like sqrt(K) * eps
+    # relative to the magnitude of the terms (about 1 here: unit-variance inputs, fan-in-scaled weights).
+    exact = copy.deepcopy(ref).double()(x.double())  # the same weights, evaluated in float64
+    tolerance = 8 * math.sqrt(3 * 16 * 9 + 4) * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(dee(x).double(), exact, rtol=tolerance, atol=tolerance)
 
 
 def test_reference_input_gradients() -> None:
@@ -423,9 +431,9 @@ def test_bf16_autocast() -> None:
 
 def test_channels_last() -> None:
     torch.manual_seed(0)
-    dee = DEE(8, num_branches=3).eval()
-    x = torch.randn(2, 8, 5, 4)
-    torch.testing.assert_close(dee(x.to(memory_format=torch.channels_last)), dee(x), rtol=1e-5, atol=1e-5)
+    dee = DEE(8, num_branches=3, dtype=F64).eval()  # float64: the layouts' conv kernels round differently
+    x = torch.randn(2, 8, 5, 4, dtype=F64)
+    torch.testing.assert_close(dee(x.to(memory_format=torch.channels_last)), dee(x), rtol=1e-10, atol=1e-10)
 
 
 def test_extra_repr() -> None:

@@ -32,6 +32,8 @@ def reference_iwpa(
     """Plain loops over samples, stripes and parts; explicit softmax; explicit BatchNorm."""
     n, c, h, _ = x.shape
     p = params["gate"].numel()
+    # Our keys (fc1.weight) or the official ones (fc1.0.weight: u is a one-element nn.Sequential there).
+    params = {k.replace("fc1.0.", "fc1."): v for k, v in params.items()}
     wu, wv, wz = (params[f"fc{i}.weight"].reshape(c, c) for i in (1, 2, 3))
     bu, bv, bz = (params[f"fc{i}.bias"] for i in (1, 2, 3))
     gate_exp = [math.exp(float(g)) for g in params["gate"]]
@@ -66,31 +68,47 @@ def reference_iwpa(
     return batch_norm(global_feature) + agg
 
 
-def official_state_dict(channels: int, parts: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with the key names and shapes of the official IWPA (unused W block included)."""
+def official_state_dict(channels: int, parts: int, seed: int = 0, dtype: torch.dtype = F64) -> dict[str, torch.Tensor]:
+    """The ``wpa.*`` group of an official DDAG checkpoint, prefix stripped (official_checkpoints.md §4.4).
+
+    Every key in the official state_dict order: ``gate`` [p]; ``fc1.0.weight`` / ``fc1.0.bias`` (u wrapped in
+    a one-element ``nn.Sequential``) [C, C, 1, 1] / [C]; ``fc2.*`` and ``fc3.*`` (plain convs) with the same
+    shapes; the dead ``W.0.weight`` / ``W.0.bias`` and ``W.1.*`` (a BatchNorm2d); ``bottleneck.*`` (a
+    BatchNorm1d). Floating entries in ``dtype`` (float32 in the real files), ``num_batches_tracked`` int64 of
+    shape [].
+    """
     g = torch.Generator().manual_seed(seed)
     c = channels
 
     def rand(*shape: int, scale: float = 1.0) -> torch.Tensor:
-        return torch.randn(*shape, generator=g, dtype=F64) * scale
+        return (torch.randn(*shape, generator=g, dtype=F64) * scale).to(dtype)
 
-    sd = {}
-    for i in (1, 2, 3):
+    def batch_norm(
+        prefix: str, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, n: int
+    ) -> dict[str, torch.Tensor]:
+        return {
+            f"{prefix}.weight": weight,
+            f"{prefix}.bias": bias,
+            f"{prefix}.running_mean": mean,
+            f"{prefix}.running_var": var,
+            f"{prefix}.num_batches_tracked": torch.tensor(n, dtype=torch.int64),
+        }
+
+    sd = {"gate": rand(parts)}
+    sd["fc1.0.weight"] = rand(c, c, 1, 1, scale=c**-0.5)
+    sd["fc1.0.bias"] = rand(c, scale=0.1)
+    for i in (2, 3):
         sd[f"fc{i}.weight"] = rand(c, c, 1, 1, scale=c**-0.5)
         sd[f"fc{i}.bias"] = rand(c, scale=0.1)
     sd["W.0.weight"] = rand(c, c, 1, 1)
     sd["W.0.bias"] = rand(c)
-    sd["W.1.weight"] = torch.zeros(c, dtype=F64)
-    sd["W.1.bias"] = torch.zeros(c, dtype=F64)
-    sd["W.1.running_mean"] = torch.zeros(c, dtype=F64)
-    sd["W.1.running_var"] = torch.ones(c, dtype=F64)
-    sd["W.1.num_batches_tracked"] = torch.tensor(7)
-    sd["gate"] = rand(parts)
-    sd["bottleneck.weight"] = 1 + rand(c, scale=0.1)
-    sd["bottleneck.bias"] = rand(c, scale=0.1)
-    sd["bottleneck.running_mean"] = rand(c, scale=0.5)
-    sd["bottleneck.running_var"] = rand(c).abs() + 0.5
-    sd["bottleneck.num_batches_tracked"] = torch.tensor(11)
+    zeros, ones = torch.zeros(c, dtype=dtype), torch.ones(c, dtype=dtype)
+    sd.update(batch_norm("W.1", zeros, zeros.clone(), zeros.clone(), ones, 7))
+    sd.update(
+        batch_norm(
+            "bottleneck", 1 + rand(c, scale=0.1), rand(c, scale=0.1), rand(c, scale=0.5), rand(c).abs() + 0.5, 11
+        )
+    )
     return sd
 
 
@@ -102,7 +120,7 @@ def module_params(module: IWPA) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("form", ["official", "paper"])
-@pytest.mark.parametrize(("parts", "height"), [(3, 18), (4, 18), (1, 5), (3, 2)])
+@pytest.mark.parametrize(("parts", "height"), [(3, 18), (4, 18), (1, 5), (3, 3)])
 def test_shape(form: str, parts: int, height: int) -> None:
     m = IWPA(8, parts=parts, form=form)
     x = torch.randn(3, 8, height, 4)
@@ -157,7 +175,7 @@ def test_reset_parameters_restores_init() -> None:
 
 @pytest.mark.parametrize("form", ["official", "paper"])
 @pytest.mark.parametrize("training", [False, True])
-@pytest.mark.parametrize(("parts", "height"), [(3, 18), (4, 18), (3, 7), (4, 2)])
+@pytest.mark.parametrize(("parts", "height"), [(3, 18), (4, 18), (3, 7), (4, 4), (4, 5)])
 def test_reference(form: str, training: bool, parts: int, height: int) -> None:
     torch.manual_seed(1)
     m = IWPA(6, parts=parts, form=form, dtype=F64)
@@ -178,7 +196,8 @@ def test_official_state_dict_loads_strict() -> None:
     assert not result.missing_keys and not result.unexpected_keys
     assert not any(k.startswith("W.") for k in m.state_dict())
     assert int(m.bottleneck.num_batches_tracked) == 11
-    assert "W.0.weight" in sd  # the caller's dict is not modified
+    assert "W.0.weight" in sd and "fc1.0.weight" in sd  # the caller's dict is not modified
+    torch.testing.assert_close(m.fc1.weight, sd["fc1.0.weight"])
     m.eval()
     x, g = torch.randn(3, 6, 18, 9, dtype=F64), torch.randn(3, 6, dtype=F64)
     torch.testing.assert_close(m(x, g), reference_iwpa(x, g, sd, "official", training=False))
@@ -219,6 +238,10 @@ def test_own_state_dict_round_trip() -> None:
 def test_stripes(parts: int, height: int, expected: list[tuple[int, int]]) -> None:
     assert stripe_rows(height, parts) == expected
     m = IWPA(2, parts=parts)
+    if height < parts:  # the official code would give several stripes the same row; refused here
+        with pytest.raises(ValueError, match=rf"`x`.*H >= {parts}.*\(1, 2, {height}, 3\)"):
+            m.part_features(torch.zeros(1, 2, height, 3))
+        return
     for row in range(height):
         x = torch.zeros(1, 2, height, 3)
         x[:, :, row] = 1.0
@@ -252,8 +275,8 @@ def test_attention_rows_sum_to_one_and_match_softmax() -> None:
 
 
 def test_paper_default_global_feature_is_gap() -> None:
-    m = IWPA(8, form="paper").eval()
-    x = torch.randn(3, 8, 6, 3)
+    m = IWPA(8, form="paper", dtype=F64).eval()
+    x = torch.randn(3, 8, 6, 3, dtype=F64)
     torch.testing.assert_close(m(x), m(x, x.mean(dim=(2, 3))))
     torch.testing.assert_close(m(x), m(x, nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)))
 
@@ -267,8 +290,8 @@ def test_forms_differ() -> None:
 
 
 def test_channels_last_matches_contiguous() -> None:
-    m = IWPA(8).eval()
-    x, g = torch.randn(2, 8, 7, 3), torch.randn(2, 8)
+    m = IWPA(8, dtype=F64).eval()  # float64: the layouts' pooling and matmul kernels round differently
+    x, g = torch.randn(2, 8, 7, 3, dtype=F64), torch.randn(2, 8, dtype=F64)
     torch.testing.assert_close(m(x.to(memory_format=torch.channels_last), g), m(x, g))
 
 
@@ -319,6 +342,7 @@ def shared_module(parts: int, form: str) -> IWPA:
 def test_batch_permutation_equivariance(
     n: int, height: int, width: int, parts: int, form: str, training: bool, data: st.DataObject
 ) -> None:
+    height = max(height, parts)  # a map with fewer rows than parts is refused (test_height_below_parts_refused)
     perm = torch.tensor(data.draw(st.permutations(range(n))))
     torch.manual_seed(n * 100 + height)
     m = shared_module(parts, form).train(training)
@@ -359,6 +383,20 @@ def test_exception_constructor(kwargs: dict, error: type, name: str) -> None:
     channels = kwargs.pop("channels")
     with pytest.raises(error, match=name):
         IWPA(channels, **kwargs)
+
+
+@pytest.mark.parametrize(("parts", "height"), [(3, 2), (3, 1), (4, 3), (2, 0)])
+def test_height_below_parts_refused(parts: int, height: int) -> None:
+    m = IWPA(8, parts=parts)
+    x = torch.randn(2, 8, height, 3)
+    for call in (lambda: m(x, torch.randn(2, 8)), lambda: m.part_features(x), lambda: m.part_attention(x)):
+        with pytest.raises(ValueError, match=rf"`x`.*H >= {parts}.*parts={parts}.*\(2, 8, {height}, 3\)"):
+            call()
+
+
+def test_zero_width_refused() -> None:
+    with pytest.raises(ValueError, match=r"`x`.*W >= 1.*\(2, 8, 6, 0\)"):
+        IWPA(8)(torch.randn(2, 8, 6, 0), torch.randn(2, 8))
 
 
 def test_exception_forward() -> None:

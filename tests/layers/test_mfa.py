@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from vireid_layers.layers._checks import matmul_chain
 from vireid_layers.layers.mfa import MFA
 
 F64 = torch.float64
@@ -424,10 +425,9 @@ class ShapeRecorder(TorchDispatchMode):
 
 def test_official_never_builds_position_matrix() -> None:
     b, n_h2, n_l2 = 2, 144, 144  # x_high 24x12 and x_low 24x12: 288 positions each, folded to 144
-    ref = randomised_official(16, 8, 1, seed=0).float().eval()
-    mfa = MFA(16, 8).eval()
-    mfa.load_state_dict(ref.state_dict(), strict=True)
-    x_h, x_l = torch.randn(b, 16, 24, 12), torch.randn(b, 8, 24, 12)
+    ref = randomised_official(16, 8, 1, seed=0).eval()  # float64: the comparison below is exact to rounding
+    mfa = loaded_mfa(ref, 16, 8, 1).eval()
+    x_h, x_l = torch.randn(b, 16, 24, 12, dtype=F64), torch.randn(b, 8, 24, 12, dtype=F64)
     limit = b * n_h2 * n_l2
 
     with ShapeRecorder() as rec_ref:
@@ -441,7 +441,7 @@ def test_official_never_builds_position_matrix() -> None:
     assert not any(shape[-2:] == (n_h2, n_l2) for _, shape in rec.shapes), rec.shapes
     big = [(op, shape) for op, shape in rec.shapes if math.prod(shape) >= limit]
     assert not big, big
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_official_never_builds_position_matrix_backward() -> None:
@@ -451,6 +451,73 @@ def test_official_never_builds_position_matrix_backward() -> None:
     with ShapeRecorder() as rec:
         mfa(x_h, x_l).sum().backward()
     assert max(math.prod(shape) for _, shape in rec.shapes) < 2 * 144 * 144
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "c", "first"),
+    [
+        ((3, 9, 64), (3, 64, 36), (3, 36, 64), "ab"),  # MFA3-like spatial: few positions, many channels
+        ((3, 144, 8), (3, 8, 144), (3, 144, 8), "bc"),  # MFA1-like spatial: many positions, few channels
+        ((2, 64, 18), (2, 18, 64), (2, 64, 72), "bc"),  # MFA3-like channel part: Q (K^T V)
+        ((2, 8, 96), (2, 96, 8), (2, 8, 96), "ab"),  # MFA1-like channel part: the C' x C' affinity
+    ],
+)
+def test_matmul_chain_takes_the_cheaper_order_with_the_same_value(
+    a: tuple[int, ...], b: tuple[int, ...], c: tuple[int, ...], first: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both associations agree in float64 (values and gradients); the intermediate shows which one ran."""
+    g = torch.Generator().manual_seed(0)
+    ta, tb, tc = (torch.randn(s, generator=g, dtype=F64, requires_grad=True) for s in (a, b, c))
+    ab_first = torch.matmul(torch.matmul(ta, tb), tc)
+    bc_first = torch.matmul(ta, torch.matmul(tb, tc))
+    torch.testing.assert_close(ab_first, bc_first, rtol=1e-12, atol=1e-12)
+    shapes: list[tuple[int, ...]] = []
+    matmul = torch.matmul
+
+    def recording(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = matmul(x, y)
+        shapes.append(tuple(out.shape))
+        return out
+
+    monkeypatch.setattr(torch, "matmul", recording)
+    got = matmul_chain(ta, tb, tc)
+    monkeypatch.undo()
+    expected_intermediate = (a[0], a[1], b[2]) if first == "ab" else (b[0], b[1], c[2])
+    assert shapes[0] == expected_intermediate, shapes
+    torch.testing.assert_close(got, ab_first, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn(got.shape, generator=g, dtype=F64)
+    for reference in (ab_first, bc_first):
+        want = torch.autograd.grad(reference, (ta, tb, tc), grad_out, retain_graph=True)
+        have = torch.autograd.grad(got, (ta, tb, tc), grad_out, retain_graph=True)
+        for x, y in zip(have, want, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+
+def test_official_stage3_shapes_build_the_position_matrix_and_match_official() -> None:
+    """At MFA3-like proportions (few positions, C' large) the spatial part takes (Q K^T) V, as the official
+    code does, and the channel part Q (K^T V); values and gradients equal the official block in float64."""
+    high, low = 128, 64  # C' = 64, spatial inner 32; x_high 6x3 (9 folded), x_low 12x6 (36 folded)
+    ref = randomised_official(high, low, 2, seed=21).eval()
+    mfa = loaded_mfa(ref, high, low, 2).eval()
+    x_h = torch.randn(2, high, 6, 3, dtype=F64, requires_grad=True)
+    x_l = torch.randn(2, low, 12, 6, dtype=F64, requires_grad=True)
+    with ShapeRecorder() as rec:
+        out = mfa(x_h, x_l)
+    produced = {shape for _, shape in rec.shapes}
+    assert (2, 9, 36) in produced  # spatial: the (N_h/r) x (N_l/r) energy, cheaper here
+    assert (2, 18, 72) in produced  # channel: K^T V (N_h x N_l), cheaper than the 64 x 64 affinity here
+    assert (2, 64, 64) not in produced
+    expected = ref(x_h, x_l)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(out)
+    have = torch.autograd.grad(out, (x_h, x_l, *mfa.parameters()), grad_out)
+    want = torch.autograd.grad(expected, (x_h, x_l, *ref.parameters()), grad_out)
+    names = ["x_high", "x_low", *[n for n, _ in mfa.named_parameters()]]
+    ref_names = ["x_high", "x_low", *[n for n, _ in ref.named_parameters()]]
+    lookup = dict(zip(ref_names, want, strict=True))
+    for name, grad in zip(names, have, strict=True):
+        official = name.replace("channel.", "CNL.", 1).replace("spatial.", "PNL.", 1)
+        torch.testing.assert_close(grad, lookup[official], rtol=1e-9, atol=1e-10, msg=name)
 
 
 def test_paper_spatial_sdpa_operands_fit_the_fused_kernels(monkeypatch: pytest.MonkeyPatch) -> None:

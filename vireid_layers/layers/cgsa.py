@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_embeddings, check_labels, check_positive, check_probability, check_tensor
+from ._checks import check_floating
 
 __all__ = ["CGSA", "graph_attention"]
 
@@ -45,6 +46,11 @@ def graph_attention(
     both), and a row without any edge gives a uniform row in both instead of NaN. The softmax runs in at
     least float32 (also under autocast). No activation is applied.
 
+    :math:`N = 0` nodes give an empty output. Integer ``h``, ``a_src`` or ``a_dst`` raise :class:`TypeError`.
+    NaN in a node's features propagates to every node of its row block (the attention-weighted sum multiplies
+    it by an exact 0 for non-neighbours, and :math:`0 \cdot \text{NaN} = \text{NaN}`), so a NaN never becomes a
+    plausible value.
+
     Args:
         h: :math:`(*, N, d)` projected node features (:math:`*` = optional head dimensions).
         adjacency_mask: :math:`(N, N)` (or broadcastable to :math:`(*, N, N)`) boolean mask, ``True`` where
@@ -71,6 +77,7 @@ def graph_attention(
     h = check_tensor(h, "h")
     if h.ndim < 2:
         raise ValueError(f"`h` must have shape (*, N, d), got shape {tuple(h.shape)}")
+    check_floating(h, "h")
     n, d = h.shape[-2], h.shape[-1]
     adjacency_mask = check_tensor(adjacency_mask, "adjacency_mask")
     if adjacency_mask.ndim < 2 or tuple(adjacency_mask.shape[-2:]) != (n, n):
@@ -80,6 +87,7 @@ def graph_attention(
         )
     for name, vector in (("a_src", a_src), ("a_dst", a_dst)):
         check_tensor(vector, name)
+        check_floating(vector, name)
         if vector.ndim < 1 or vector.shape[-1] != d:
             raise ValueError(
                 f"`{name}` must have shape (*, {d}) to match `h` of shape {tuple(h.shape)}, got {tuple(vector.shape)}"
@@ -160,6 +168,10 @@ class CGSA(nn.Module):
     :math:`(2d, 1)`, ``out_att.W`` :math:`(Ld, K)`, ``out_att.a`` :math:`(2K, 1)`) is converted on
     ``load_state_dict``, also when the module is nested in a larger model (the hook honours the prefix).
     Initialisation is the official one: xavier-uniform with gain 1.414, per head.
+
+    An empty batch gives an empty :math:`(0, K)` output and a one-node batch a finite one. Integer
+    ``features`` raise :class:`TypeError`, non-integer ``labels`` :class:`TypeError`. NaN in the features
+    propagates to the output.
 
     Args:
         in_features: node feature size :math:`C` (2048, the pooled ResNet-50 feature).

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._validation import check_probability, check_shape
+from .._validation import check_probability
+from ._checks import check_map
 
 __all__ = ["DEE"]
 
@@ -39,7 +40,10 @@ class DEE(nn.Module):
     reduced channels of every branch, and one grouped :math:`1\times1` convolution (``groups=K``) maps them
     back. This is exactly the per-branch computation (the weights are the per-branch weights stacked along
     the output channels), costs fewer kernel launches, and a state dict of the official ``DEE_module``
-    (``FC11``…``FC13``, ``FC1``, ``FC21``…``FC23``, ``FC2``) loads into it with ``load_state_dict``.
+    (``FC11``…``FC13``, ``FC1``, ``FC21``…``FC23``, ``FC2``) loads into it with ``load_state_dict(strict=True)``.
+
+    An empty batch gives an empty :math:`(0, C, H, W)` output; NaN in a sample propagates to its original and
+    generated rows. Integer input raises :class:`TypeError`, a zero-sized map :class:`ValueError`.
 
     Args:
         channels: number of input channels :math:`C` (1024 after stage 3 of a ResNet-50, 512 for RegDB);
@@ -108,9 +112,7 @@ class DEE(nn.Module):
         Returns:
             :math:`(K, N, C, H, W)` tensor.
         """
-        check_shape(x, "x", "(N, C, H, W)", 4)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"`x` must have {self.channels} channels, got shape {tuple(x.shape)}")
+        check_map(x, "x", self.channels)
         reduced = sum(conv(x) for conv in self.dilated) / len(_DILATIONS)
         out = self.project(F.relu(reduced))  # (N, K*C, H, W), branch-major channels
         return rearrange(out, "n (k c) h w -> k n c h w", k=self.num_branches)

@@ -7,7 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive, check_shape
+from .._validation import check_positive
+from ._checks import check_map
 
 __all__ = ["GeM", "gem"]
 
@@ -36,6 +37,11 @@ def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float
     avoids all of these: every value raised to :math:`p` is :math:`\ge` ``clamp_min`` :math:`> 0` (PyTorch
     already gives :math:`\partial x^p / \partial p = x^p \log x` the value 0 at :math:`x = 0`).
 
+    An empty batch gives an empty :math:`(0, C)` output and non-finite input propagates: NaN gives NaN, and the
+    clamp does not turn :math:`-\infty` into ``clamp_min`` (it gives NaN). A map with no
+    position (:math:`H = 0` or :math:`W = 0`, whose mean would be NaN) raises :class:`ValueError`, integer
+    input :class:`TypeError`.
+
     The powers and the mean are computed in at least float32 (a float16 cube overflows from
     :math:`x \approx 40`); the result has the dtype of ``x``.
 
@@ -56,9 +62,7 @@ def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float
         >>> gem(-x).isnan().item(), gem(-x, clamp_min=1e-6).isnan().item()
         (True, False)
     """
-    x = check_shape(x, "x", "(N, C, H, W)", 4)
-    if not x.is_floating_point():
-        raise TypeError(f"`x` must be a floating-point tensor, got dtype {x.dtype}")
+    x = check_map(x, "x", why="the mean over no position is undefined")
     if not isinstance(p, Tensor):  # a tensor p (learnable) is not checked: that would sync every call
         check_positive(p, "p")
     check_positive(eps, "eps", allow_zero=True)
@@ -72,7 +76,9 @@ def _gem(x: Tensor, p: float | Tensor, eps: float, clamp_min: float | None) -> T
     with torch.autocast(device_type=x.device.type, enabled=False):
         xf = x.to(compute)
         if clamp_min is not None:
-            xf = xf.clamp_min(clamp_min)
+            # clamp_min keeps NaN but would turn -inf into clamp_min; (xf - xf) is 0 for finite values and NaN
+            # for +-inf, so a non-finite input stays non-finite (the gradient is the clamp's).
+            xf = xf.clamp_min(clamp_min) + (xf - xf)
         exponent = p.to(compute) if isinstance(p, Tensor) else p
         pooled = (xf.pow(exponent).flatten(2).mean(-1) + eps).pow(1.0 / exponent)
     return pooled.to(x.dtype)
@@ -148,9 +154,7 @@ class GeM(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Pool ``x`` over its spatial positions; see :func:`gem`."""
-        x = check_shape(x, "x", "(N, C, H, W)", 4)
-        if not x.is_floating_point():
-            raise TypeError(f"`x` must be a floating-point tensor, got dtype {x.dtype}")
+        x = check_map(x, "x", why="the mean over no position is undefined")
         return _gem(x, self.p, self.eps, self.clamp)
 
     def extra_repr(self) -> str:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_shape
+from ._checks import check_batch_statistics, check_floating, check_map
 
 __all__ = ["IWPA", "IWPAForm"]
 
@@ -59,13 +60,22 @@ class IWPA(nn.Module):
     **Stripes.** Stripe :math:`i` averages rows :math:`[\lfloor iH/p \rfloor, \lceil (i+1)H/p \rceil)` over the
     full width (adaptive pooling). The stripes are disjoint, as the paper says, only when :math:`p` divides
     :math:`H`; otherwise neighbouring stripes share a row, e.g. :math:`p = 4`, :math:`H = 18` gives rows
-    :math:`[0, 5), [4, 9), [9, 14), [13, 18)`. For :math:`H < p` some rows are shared by several stripes.
-    This is the official behaviour and is kept.
+    :math:`[0, 5), [4, 9), [9, 14), [13, 18)`. This is the official behaviour and is kept. A map with fewer
+    rows than parts (:math:`H < p`), where the official code silently gives several stripes the same row, is
+    refused with :class:`ValueError`, as is a map of width 0.
 
-    The official ``IWPA`` also builds a ``W`` block (a :math:`1\times1` convolution and a zero-initialised
-    ``BatchNorm2d``) that its forward never uses; this module does not create those dead parameters, and its
-    load-state-dict hook drops the ``W.*`` keys, so a state dict of the official module (``fc1`` = :math:`u`,
-    ``fc2`` = :math:`v`, ``fc3`` = :math:`z`, ``gate``, ``bottleneck``, ``W``) loads with ``strict=True``.
+    **Official checkpoints.** The official module wraps :math:`u` in a one-element ``nn.Sequential``, so its
+    keys are ``fc1.0.weight`` / ``fc1.0.bias`` (``wpa.fc1.0.*`` in a full DDAG checkpoint), next to the plain
+    ``fc2.*`` (:math:`v`), ``fc3.*`` (:math:`z`), ``gate`` and ``bottleneck.*``; it also builds a ``W`` block (a
+    :math:`1\times1` convolution and a zero-initialised ``BatchNorm2d``) that its forward never uses. This
+    module keeps :math:`u` a plain convolution (``fc1.weight`` / ``fc1.bias``) and creates no dead parameters;
+    its load-state-dict hook renames ``fc1.0.*`` to ``fc1.*`` and drops the ``W.*`` keys, so a state dict of
+    the official module loads with ``strict=True``, and so do the module's own state dicts.
+
+    **Bad input.** An empty batch gives an empty output. Integer ``x`` or ``global_feature`` raise
+    :class:`TypeError`. In training mode a one-sample batch raises :class:`ValueError` (the ``BatchNorm1d``
+    needs two values per channel). NaN in ``x`` or ``global_feature`` propagates to the output (to every
+    row in training mode, through the batch statistics).
 
     Args:
         channels: channels :math:`C` of the feature map (2048 after stage 4 of a ResNet-50).
@@ -129,9 +139,7 @@ class IWPA(nn.Module):
         nn.init.zeros_(self.bottleneck.bias)
 
     def _check_map(self, x: Tensor) -> None:
-        check_shape(x, "x", f"(N, {self.channels}, H, W)", 4)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"`x` must have shape (N, {self.channels}, H, W), got shape {tuple(x.shape)}")
+        check_map(x, "x", self.channels, min_height=self.parts, why=f"one row per part at least, parts={self.parts}")
 
     def part_features(self, x: Tensor) -> Tensor:
         r"""The stripe features :math:`x_1, \dots, x_p` (adaptive average pooling of ``x`` to :math:`(p, 1)`).
@@ -175,11 +183,13 @@ class IWPA(nn.Module):
                 )
             global_feature = x.mean(dim=(2, 3))
         check_shape(global_feature, "global_feature", f"({n}, {self.channels})", 2)
+        check_floating(global_feature, "global_feature")
         if tuple(global_feature.shape) != (n, self.channels):
             raise ValueError(
                 f"`global_feature` must have shape ({n}, {self.channels}) to match `x` of shape {tuple(x.shape)}, "
                 f"got {tuple(global_feature.shape)}"
             )
+        check_batch_statistics(x, "x", self.training, per_position=False)
         q, k, v = self._embed(parts)
         # Softmax attention over p parts, unscaled logits as officially (Eq. 2-4): R = softmax(Q K^T) V.
         refined = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # (N, p, C)
@@ -194,6 +204,16 @@ class IWPA(nn.Module):
         return f"{self.channels}, parts={self.parts}, form={self.form!r}"
 
     def _convert_official_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:
-        """Drop the official module's unused ``W.*`` keys (a conv and a BatchNorm2d never called), in place."""
-        for key in [k for k in state_dict if k.startswith(f"{prefix}W.")]:
-            del state_dict[key]  # type: ignore[attr-defined]
+        """Map an official state dict onto this module, in place (``load_state_dict`` passes a copy).
+
+        ``fc1.0.weight`` / ``fc1.0.bias`` (the official one-element ``nn.Sequential``) become ``fc1.weight`` /
+        ``fc1.bias``, and the unused ``W.*`` keys (a conv and a BatchNorm2d never called) are dropped. Keys
+        already in this module's layout are left alone.
+        """
+        sd: dict[str, Tensor] = state_dict  # type: ignore[assignment]
+        for name in ("weight", "bias"):
+            old = f"{prefix}fc1.0.{name}"
+            if old in sd:
+                sd[f"{prefix}fc1.{name}"] = sd.pop(old)
+        for key in [k for k in sd if k.startswith(f"{prefix}W.")]:
+            del sd[key]

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_positive, check_shape
+from .._validation import check_positive
+from ._checks import check_map
 
 __all__ = ["MAM"]
 
@@ -18,12 +19,9 @@ _OFFICIAL_KEYS = {"channel_attention.0.weight": "fc1.weight", "channel_attention
 
 
 def _instance_norm(x: Tensor, eps: float) -> Tensor:
-    """Parameter-free instance normalisation over the spatial dims, with statistics in (at least) float32."""
+    """Parameter-free instance normalisation over the spatial dims (the fused op), in (at least) float32."""
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        var, mean = torch.var_mean(xf, dim=(2, 3), keepdim=True, correction=0)
-        normed = (xf - mean) * torch.rsqrt(var + eps)
-    return normed.to(x.dtype)
+        return F.instance_norm(x.to(torch.promote_types(x.dtype, torch.float32)), eps=eps).to(x.dtype)
 
 
 class MAM(nn.Module):
@@ -45,11 +43,19 @@ class MAM(nn.Module):
     statistics, so the module computes the same function in training and evaluation mode (the official
     ``InstanceNorm2d(C, track_running_stats=False)``; the statistics are computed in float32, also under
     autocast). Paper and official code agree; MPANet puts one MAM after stage 3 (1024 channels) and one after
-    stage 4 (2048 channels) of its ResNet-50.
+    stage 4 (2048 channels) of its ResNet-50. The normalisation is the fused
+    :func:`torch.nn.functional.instance_norm` and the blend one ``torch.lerp``
+    (:math:`\operatorname{IN}(Z) + m \odot (Z - \operatorname{IN}(Z))`, the same value as :math:`F` above up
+    to rounding).
+
+    An empty batch gives an empty output and NaN in a sample propagates to that sample's output. Integer input
+    raises :class:`TypeError`; a map with fewer than 2 positions (:math:`HW < 2`, where the instance variance
+    is undefined and the official ``InstanceNorm2d`` raises too) raises :class:`ValueError`.
 
     :math:`W_1, W_2` are initialised Kaiming-normal (``mode="fan_out"``, ReLU gain), as the official ResNet
     constructor's init loop initialises them. The official state-dict keys ``channel_attention.0.weight`` and
-    ``channel_attention.2.weight`` load into ``fc1.weight`` and ``fc2.weight`` with ``load_state_dict``.
+    ``channel_attention.2.weight`` load into ``fc1.weight`` and ``fc2.weight`` with
+    ``load_state_dict(strict=True)`` (the module's own state dicts load too).
 
     Args:
         channels: number of channels :math:`C`.
@@ -118,16 +124,15 @@ class MAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Blend the feature map and its instance normalisation channel by channel."""
         mask = self.channel_mask(x)
-        return x * mask + _instance_norm(x, self.eps) * (1 - mask)
+        # x * m + IN(x) * (1 - m) as one fused lerp: IN(x) + m * (x - IN(x)).
+        return torch.lerp(_instance_norm(x, self.eps), x, mask.to(x.dtype))
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""
         return f"{self.channels}, reduction={self.reduction}, eps={self.eps}"
 
     def _check_input(self, x: Tensor) -> None:
-        check_shape(x, "x", f"(N, {self.channels}, H, W)", 4)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"`x` must have shape (N, {self.channels}, H, W), got shape {tuple(x.shape)}")
+        check_map(x, "x", self.channels, min_positions=2, why="the instance normalisation needs 2 positions")
 
     def _convert_official_state_dict(self, state_dict: Mapping[str, Tensor], prefix: str, *args: Any) -> None:
         """Rename the official ``channel_attention.{0,2}.weight`` keys to ``fc1`` / ``fc2``, in place."""

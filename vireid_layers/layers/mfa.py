@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_shape
+from .._validation import check_choice
+from ._checks import check_batch_statistics, check_map, matmul_chain
 
 __all__ = ["MFA", "MFAForm"]
 
@@ -28,8 +29,8 @@ def _output(in_channels: int, out_channels: int, stride: int, dd: dict[str, Any]
 
 
 def _flat(x: Tensor, rows: int) -> Tensor:
-    """``x.view(B, rows, -1)`` in the official memory order, also for channels_last inputs."""
-    return x.reshape(x.shape[0], rows, -1)
+    """``x.view(B, rows, -1)`` in the official memory order, also for channels_last and empty-batch inputs."""
+    return x.reshape(x.shape[0], rows, x.shape[1] * x.shape[2] * x.shape[3] // rows)
 
 
 class _ChannelAggregation(nn.Module):
@@ -48,8 +49,9 @@ class _ChannelAggregation(nn.Module):
         k = _flat(self.phi(x_l), self.low)  # (B, C', N_h): the strided key lives at x_h's resolution
         v = _flat(self.g(x_l), self.low)  # (B, C', N_l)
         if self.form == "official":
-            # No softmax: energy / C'. The C'xC' affinity is small, so the plain order is already cheap.
-            y = torch.matmul(torch.matmul(q, k.transpose(1, 2)) / self.low, v)
+            # No softmax: (Q K^T / C') V, associative. The C'xC' order is cheaper at MFA1/MFA2, the N_h x N_l
+            # order at MFA3 (few positions, C' = 512); matmul_chain picks from the shapes.
+            y = matmul_chain(q, k.transpose(1, 2), v) / self.low
         else:
             y = F.scaled_dot_product_attention(q, k, v, scale=1.0)
         return self.W(y.view(x_l.shape[0], self.low, *x_l.shape[2:])) + x_h
@@ -83,8 +85,9 @@ class _SpatialAggregation(nn.Module):
             q = _flat(theta, self.low).transpose(1, 2)  # (B, N_h/r, C')
             k = _flat(phi, self.low)  # (B, C', N_l/r)
             v = _flat(g, self.low).transpose(1, 2)  # (B, N_l/r, C')
-            # No softmax, so (Q K) V / n = Q (K V) / n: never materialise the (N_h/r)x(N_l/r) matrix.
-            y = torch.matmul(q, torch.matmul(k, v)) / k.shape[-1]  # (B, N_h/r, C')
+            # No softmax, so (Q K) V / n = Q (K V) / n: the cheaper order from the shapes. Q (K V) at MFA1/MFA2
+            # (many positions: never the (N_h/r)x(N_l/r) matrix), (Q K) V at MFA3 (few positions, C' = 512).
+            y = matmul_chain(q, k, v) / k.shape[-1]  # (B, N_h/r, C')
             y = y.transpose(1, 2).reshape(theta.shape)
         else:
             # The fused SDPA kernels (CPU flash, CUDA flash / memory-efficient) need 4-D (batch, heads, L, E)
@@ -123,12 +126,26 @@ class MFA(nn.Module):
       positions of both inputs must therefore be divisible by :math:`r`; a clear error says so otherwise.
 
     Without a softmax the attention is associative, :math:`(QK^\top)V = Q(K^\top V)`, and the official form
-    is evaluated in that order: it never builds the :math:`N_h \times N_l` matrix. The paper form uses
+    evaluates each product in the order with fewer multiplications, chosen from the shapes (the choice is
+    static under ``torch.compile``; both orders give the same value up to rounding). For the spatial part,
+    with :math:`n_h = N_h/r`, :math:`n_l = N_l/r` folded positions, :math:`(QK^\top)V` costs
+    :math:`2 n_h n_l C'` and :math:`Q(K^\top V)` costs :math:`C'^2 (n_h + n_l)` multiply-adds per sample, so
+    :math:`Q(K^\top V)` is taken when the positions are many (MFA1 and MFA2 at 384×144: it never builds the
+    :math:`n_h \times n_l` matrix) and :math:`(QK^\top)V` when they are few and the channels many (MFA3:
+    :math:`n_h = 108`, :math:`n_l = 432`, :math:`C' = 512`, about three times fewer multiplications). The
+    channel part likewise takes :math:`(QK^\top)V` (the :math:`C' \times C'` affinity) when
+    :math:`C'(N_h + N_l) \le 2 N_h N_l` (MFA1, MFA2) and :math:`Q(K^\top V)` otherwise (MFA3). The paper form uses
     :func:`torch.nn.functional.scaled_dot_product_attention` (unscaled logits, as in Eq. 7) over the
     unfolded :math:`C'/r`-channel positions. In both forms every output projection ends in a BatchNorm with
     zero weight and bias, so a freshly built block is the identity :math:`f_h^s = f_h`.
 
-    A state dict of the official ``MFA_block`` (``CNL.*``, ``PNL.*``) loads with ``load_state_dict``.
+    A state dict of the official ``MFA_block`` (``CNL.*``, ``PNL.*``) loads with ``load_state_dict(strict=True)``
+    (the keys are renamed to ``channel.*`` / ``spatial.*``; the module's own state dicts load too).
+
+    An empty batch gives an empty output. Integer inputs raise :class:`TypeError`; a zero-sized map, a
+    folded form whose position counts are not divisible by :math:`r`, or (in training mode) a one-position,
+    one-sample ``x_high`` (a single value per BatchNorm channel) raise :class:`ValueError`. A NaN in the
+    inputs propagates to the output.
 
     Args:
         high_channels: channels :math:`C_h` of the stage output (256, 512, 1024 for MFA1–3 on a ResNet-50).
@@ -196,12 +213,8 @@ class MFA(nn.Module):
 
     def forward(self, x_high: Tensor, x_low: Tensor) -> Tensor:
         """Aggregate ``x_low`` into ``x_high``: the channel part, then the spatial part."""
-        check_shape(x_high, "x_high", f"(N, {self.high_channels}, H, W)", 4)
-        check_shape(x_low, "x_low", f"(N, {self.low_channels}, H, W)", 4)
-        if x_high.shape[1] != self.high_channels:
-            raise ValueError(f"`x_high` must have {self.high_channels} channels, got shape {tuple(x_high.shape)}")
-        if x_low.shape[1] != self.low_channels:
-            raise ValueError(f"`x_low` must have {self.low_channels} channels, got shape {tuple(x_low.shape)}")
+        check_map(x_high, "x_high", self.high_channels)
+        check_map(x_low, "x_low", self.low_channels)
         if x_high.shape[0] != x_low.shape[0]:
             raise ValueError(
                 f"`x_high` and `x_low` must have the same batch size, got {x_high.shape[0]} and {x_low.shape[0]}"
@@ -213,6 +226,7 @@ class MFA(nn.Module):
                 f"`x_high` must have spatial size {expected} = ceil(`x_low` size {tuple(x_low.shape[2:])} / "
                 f"stride {s}), got {tuple(x_high.shape[2:])}"
             )
+        check_batch_statistics(x_high, "x_high", self.training, per_position=True)
         return self.spatial(self.channel(x_high, x_low), x_low)
 
     def extra_repr(self) -> str:

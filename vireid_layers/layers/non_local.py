@@ -7,7 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_shape
+from .._validation import check_choice
+from ._checks import check_batch_statistics, check_map
 
 __all__ = ["NonLocal", "NonLocalForm"]
 
@@ -62,7 +63,12 @@ class NonLocal(nn.Module):
     :math:`C' = C / \text{reduction}`. An explicit ``inter_channels`` overrides both.
 
     Parameter names match the official ``Non_local`` module (``g.0``, ``theta``, ``phi``, ``W.0``, ``W.1``;
-    ``g`` is a one-layer ``nn.Sequential`` there too), so its state dicts load with ``load_state_dict``.
+    ``g`` is a one-layer ``nn.Sequential`` there too), so its state dicts load with
+    ``load_state_dict(strict=True)``.
+
+    An empty batch gives an empty output; NaN propagates (to every sample in training mode, through the
+    BatchNorm's batch statistics). Integer input raises :class:`TypeError`; a zero-sized map, or in training
+    mode a single sample of a single position (one value per BatchNorm channel), raises :class:`ValueError`.
 
     Args:
         channels: input and output channels :math:`C` (AGW: 512 in layer 2, 1024 in layer 3).
@@ -127,9 +133,8 @@ class NonLocal(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Add the non-local response to ``x``."""
-        check_shape(x, "x", f"(N, {self.channels}, H, W)", 4)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"`x` must have shape (N, {self.channels}, H, W), got shape {tuple(x.shape)}")
+        check_map(x, "x", self.channels)
+        check_batch_statistics(x, "x", self.training, per_position=True)
         b, _, h, w = x.shape
         # reshape, not view: also correct for channels_last inputs (same memory order as the official view).
         theta = self.theta(x).reshape(b, self.inter_channels, h * w)

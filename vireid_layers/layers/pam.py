@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_shape
+from ._checks import check_map
 
 __all__ = ["PAM", "PAMOutput"]
 
@@ -51,8 +51,11 @@ class PAM(nn.Module):
     Initialisation as in the official code: the convolution's weight has PyTorch's default (Kaiming-uniform)
     init and its bias is zero, so every map starts near :math:`\sigma(\cdot) \approx 0.5`. The official
     keys ``spatial_attention.weight`` / ``spatial_attention.bias`` load into ``generator.*`` with
-    ``load_state_dict``. The maps are returned for the separation loss, which the official model computes in
-    training only.
+    ``load_state_dict(strict=True)``. The maps are returned for the separation loss, which the official model
+    computes in training only.
+
+    An empty batch gives empty outputs; NaN in a sample propagates to its features and maps. Integer input
+    raises :class:`TypeError`, a zero-sized map (whose mean would be NaN) :class:`ValueError`.
 
     Args:
         channels: number of channels :math:`C` of the feature map (2048 after a ResNet-50).
@@ -111,9 +114,7 @@ class PAM(nn.Module):
         Returns:
             :math:`(N, l, H, W)` maps in :math:`(0, 1)`, in the input's dtype.
         """
-        check_shape(x, "x", f"(N, {self.channels}, H, W)", 4)
-        if x.shape[1] != self.channels:
-            raise ValueError(f"`x` must have shape (N, {self.channels}, H, W), got shape {tuple(x.shape)}")
+        check_map(x, "x", self.channels)
         logits = self.generator(x)
         return torch.sigmoid(logits.to(torch.promote_types(logits.dtype, torch.float32))).to(x.dtype)
 

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_shape
+from .._validation import check_choice
 from ..distances import safe_sqrt
+from ._checks import check_map
 
 __all__ = ["SobelCombine", "SobelEdges", "sobel_edges", "sobel_kernels"]
 
@@ -71,9 +72,7 @@ def _sobel(x: Tensor, kernels: Tensor, combine: str, stride: int) -> Tensor:
 
 
 def _check_input(x: object) -> Tensor:
-    x = check_shape(x, "x", "(N, C, H, W)", 4)
-    if not x.is_floating_point():
-        raise TypeError(f"`x` must be a floating-point tensor, got dtype {x.dtype}")
+    x = check_map(x, "x")
     if x.shape[1] < 1:
         raise ValueError(f"`x` must have at least one channel, got shape {tuple(x.shape)}")
     return x
@@ -103,6 +102,9 @@ def sobel_edges(x: Tensor, *, combine: SobelCombine = "sum", stride: int = 1) ->
     whose gradient is along :math:`(5, -2)`. ``"abs"`` and ``"magnitude"`` are orientation-free edge
     strengths (the magnitude uses the library's safe square root, so a flat region gives :math:`10^{-6}` with
     a zero gradient rather than an infinite one); ``"none"`` returns the four direction maps.
+
+    An empty batch gives an empty output and NaN propagates (also through the magnitude's clamp). Integer input
+    raises :class:`TypeError`, a zero-sized map :class:`ValueError`.
 
     Args:
         x: :math:`(N, C, H, W)` images (RGB, 3-channel replicated infrared or single-channel); the kernels are
