@@ -184,7 +184,7 @@ def mpanet_layout(num_classes: int = 395, *, num_parts: int = 6) -> list[Entry]:
     heads = ["visible_classifier", "infrared_classifier", "visible_classifier_", "infrared_classifier_"]
     out += [Entry(f"{h}.weight", (num_classes, dim), trainable=not h.endswith("_"), status="train-only") for h in heads]
     out += bn("bn_neck.", dim, frozen_bias=True)
-    return out + [Entry("classifier.weight", (num_classes, dim), status="train-only")]
+    return [*out, Entry("classifier.weight", (num_classes, dim), status="train-only")]
 
 
 def non_local_layout(prefix: str, channels: int) -> list[Entry]:
