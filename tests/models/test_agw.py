@@ -327,8 +327,8 @@ def manual_pooled(model: AGW, x: Tensor, modalities: Tensor, *, non_local: bool 
 
 
 def test_data_flow_and_outputs() -> None:
-    model = tiny_agw().eval()
-    x = images()
+    model = tiny_agw().eval().double()
+    x = images(dtype=F64)
     out = model(x, MIXED)
     torch.testing.assert_close(out.pooled, manual_pooled(model, x, MIXED))
     torch.testing.assert_close(out.features, model.neck(out.pooled))
@@ -339,33 +339,33 @@ def test_data_flow_and_outputs() -> None:
 
 @pytest.mark.parametrize("training", [False, True])
 def test_non_local_blocks_are_the_identity_at_init(training: bool) -> None:
-    model = AGW(5, backbone=randomise_(tiny_backbone())).train(training)
-    x = images()
+    model = AGW(5, backbone=randomise_(tiny_backbone())).train(training).double()
+    x = images(dtype=F64)
     gem = (model.backbone(x, MIXED).flatten(2) ** 3).mean(-1).add(1e-12).pow(1 / 3)
-    torch.testing.assert_close(model(x, MIXED).pooled, gem, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(x, MIXED).pooled, gem)  # float64 default 1e-7 (was 1e-5 in float32)
 
 
 def test_base_method_is_average_pooling_without_non_local() -> None:
-    model = tiny_agw(method="base").eval()
+    model = tiny_agw(method="base").eval().double()
     assert not any(len(b) for b in model.non_local) and not isinstance(model.pool, GeM)
-    x = images()
+    x = images(dtype=F64)
     torch.testing.assert_close(model(x, MIXED).pooled, model.backbone(x, MIXED).mean(dim=(2, 3)))
 
 
 def test_batch_order_does_not_matter() -> None:
-    model = tiny_agw()
-    x, perm = images(6), torch.tensor([4, 0, 5, 2, 1, 3])
+    model = tiny_agw().double()
+    x, perm = images(6, dtype=F64), torch.tensor([4, 0, 5, 2, 1, 3])
     modalities = torch.tensor([0, 0, 0, 1, 1, 1])
     for training in (False, True):  # eval: per row; train: batch statistics are permutation invariant
         model.train(training)
         out, out_perm = model(x, modalities), model(x[perm], modalities[perm])
         for a, b in zip(out_perm, out, strict=True):
-            torch.testing.assert_close(a, b[perm], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(a, b[perm])  # float64 default 1e-7 (was 1e-4 in float32)
 
 
 def test_modality_routing() -> None:
-    model = tiny_agw().eval()
-    x = images()
+    model = tiny_agw().eval().double()
+    x = images(dtype=F64)
     for modality in (Modality.VISIBLE, Modality.INFRARED):
         full = torch.full((4,), int(modality))
         torch.testing.assert_close(model.embed(x, modality), model.embed(x, full))
@@ -378,22 +378,22 @@ def test_modality_routing() -> None:
 
 
 def test_embed_modes() -> None:
-    model = tiny_agw().eval()
-    x = images()
+    model = tiny_agw().eval().double()
+    x = images(dtype=F64)
     out = model(x, MIXED)
     torch.testing.assert_close(model.embed(x, MIXED), F.normalize(out.features, dim=1))
     torch.testing.assert_close(model.embed(x, MIXED, mode="pool"), F.normalize(out.pooled, dim=1))
-    torch.testing.assert_close(model.embed(x, MIXED).norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(model.embed(x, MIXED).norm(dim=1), torch.ones(4, dtype=F64))
 
 
 @pytest.mark.parametrize("mode", ["fc", "pool"])
 def test_flip_adds_the_flipped_embedding(mode: str) -> None:
-    model = tiny_agw().eval()
-    x = images()
+    model = tiny_agw().eval().double()
+    x = images(dtype=F64)
     expected = model.embed(x, MIXED, mode=mode) + model.embed(x.flip(-1), MIXED, mode=mode)
-    torch.testing.assert_close(model.embed(x, MIXED, mode=mode, flip=True), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.embed(x, MIXED, mode=mode, flip=True), expected)  # float64 default 1e-7
     expected = model.embed(x, 1, mode=mode) + model.embed(x.flip(-1), 1, mode=mode)
-    torch.testing.assert_close(model.embed(x, 1, mode=mode, flip=True), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.embed(x, 1, mode=mode, flip=True), expected)
 
 
 # ----------------------------------------------------------------------------------------- training
