@@ -6,20 +6,22 @@ notes (DEEN §1.1-1.4, §1.12; DDAG/AGW §1.2): three complete torchvision-style
 on the 3x3 convolution, no ``fc``, last stride 1), ``MFA1``..``MFA3`` (``CNL`` / ``PNL`` with the folded
 ``view``), ``DEE`` (``FC11``..``FC2``), ``bottleneck`` and ``classifier``, and the official data flow: stems by
 modality concatenated [VIS; IR], layer1, MFA1(x, x_), ..., DEE, layer4, avgpool, bottleneck, l2norm in eval.
-Its weights and BatchNorm statistics are randomised, its state dict is loaded into our DEEN with
-``load_official_deen``, and the outputs are compared in float64.
+Its weights come from the fake official checkpoint of tests/official_checkpoints.py (every key, shape and dtype of
+reference/official_checkpoints.md §3, random float64 values), which loads into it strictly and in the documented
+order; the same state dict is loaded into our DEEN with ``load_official_deen``, and the outputs are compared in
+float64.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import math
+import warnings
 
-import numpy as np
 import pytest
 import timm
 import torch
+from official_checkpoints import build_state_dict, deen_layout, official_checkpoint, save_checkpoint
 from torch import nn
 
 from vireid_layers.compat import convert_official_deen_state_dict, load_official_deen
@@ -193,8 +195,9 @@ class OfficialDEEN(nn.Module):
         self.base_resnet = OfficialBase()
         pool_dim = 2048 if variant == "sysu" else 1024
         self.DEE = OfficialDEE(1024 if variant == "sysu" else 512)
-        # MFA3 is built for both variants here; the RegDB data flow never runs it.
-        self.MFA1, self.MFA2, self.MFA3 = OfficialMFA(256, 64, 0), OfficialMFA(512, 256, 1), OfficialMFA(1024, 512, 1)
+        self.MFA1, self.MFA2 = OfficialMFA(256, 64, 0), OfficialMFA(512, 256, 1)
+        if variant == "sysu":  # the RegDB network has no MFA3 (official_checkpoints.md §3.5)
+            self.MFA3 = OfficialMFA(1024, 512, 1)
         self.bottleneck = nn.BatchNorm1d(pool_dim)
         self.bottleneck.bias.requires_grad_(False)
         self.classifier = nn.Linear(pool_dim, class_num, bias=False)
@@ -229,34 +232,18 @@ def l2norm(x: torch.Tensor) -> torch.Tensor:
     return x.div(x.pow(2).sum(1, keepdim=True).pow(0.5))
 
 
-def randomise_(net: nn.Module, seed: int) -> nn.Module:
-    """Random weights (fan-in scaled), BatchNorm affine and running statistics everywhere, MFA included."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in net.modules():
-            if any(t.is_meta for t in module.parameters(recurse=False)):
-                continue
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=gen, dtype=F64) / math.sqrt(fan_in))
-                if module.bias is not None:
-                    module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen, dtype=F64))
-            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                module.weight.copy_(0.5 + 0.5 * torch.rand(module.weight.shape, generator=gen, dtype=F64))
-                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=gen, dtype=F64))
-                module.running_mean.copy_(0.1 * torch.randn(module.running_mean.shape, generator=gen, dtype=F64))
-                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=gen, dtype=F64))
-                module.num_batches_tracked.fill_(7)
-    return net
-
-
 @pytest.fixture(scope="module", params=["sysu", "regdb"])
 def official_pair(request: pytest.FixtureRequest) -> tuple[OfficialDEEN, DEEN, list[str]]:
     variant = request.param
-    torch.manual_seed(0)
-    official = randomise_(OfficialDEEN(11, variant).to(F64), seed=1).eval()
+    entries = deen_layout(variant, num_classes=11)
+    state = build_state_dict(entries, seed=1, dtype=F64)
+    official = OfficialDEEN(11, variant).to(F64).eval()
+    assert list(official.state_dict()) == [e.key for e in entries]  # the documented keys, in the documented order
+    with warnings.catch_warnings():  # the dead parts are on the meta device: copying into them is a no-op
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        official.load_state_dict(state, strict=True)
     model = DEEN(11, backbone="resnet50", variant=variant).to(F64)
-    result = load_official_deen(model, official.state_dict())
+    result = load_official_deen(model, state)
     assert not result.missing_keys and not result.unexpected_keys
     return official, model.eval(), result.ignored_keys
 
@@ -376,60 +363,59 @@ def test_train_equivalence(official_pair: tuple[OfficialDEEN, DEEN, list[str]]) 
 # -------------------------------------------------------------------------------------------- loading
 
 
-def to_official(model: DEEN) -> dict[str, torch.Tensor]:
-    """Our state dict in the official layout (inverse mapping, with the DEE branches split again)."""
-    out: dict[str, torch.Tensor] = {}
-    k = model.num_branches
-    for key, value in model.state_dict().items():
-        if key.startswith("dee."):
-            continue
-        key = key.replace("backbone.visible_stem.", "visible_module.visible.")
-        key = key.replace("backbone.infrared_stem.", "thermal_module.thermal.")
-        if key.startswith("backbone.stages."):
-            _, _, stage, rest = key.split(".", 3)
-            key = f"base_resnet.base.layer{int(stage) + 1}.{rest}"
-        if key.startswith("mfa."):
-            _, block, part, rest = key.split(".", 3)
-            key = f"MFA{int(block) + 1}.{'CNL' if part == 'channel' else 'PNL'}.{rest}"
-        out[key.replace("neck.", "bottleneck.")] = value
-    for d in range(3):
-        for b, w in enumerate(model.dee.dilated[d].weight.chunk(k), start=1):
-            out[f"DEE.FC{b}{d + 1}.weight"] = w
-    for b, (w, bias) in enumerate(
-        zip(model.dee.project.weight.chunk(k), model.dee.project.bias.chunk(k), strict=True), start=1
-    ):
-        out[f"DEE.FC{b}.weight"], out[f"DEE.FC{b}.bias"] = w, bias
-    # Idle parts of the official tree.
-    out["visible_module.visible.layer1.0.conv1.weight"] = torch.zeros(1)
-    out["thermal_module.thermal.fc.weight"] = torch.zeros(1)
-    out["base_resnet.base.conv1.weight"] = torch.zeros(1)
-    return out
+def official_value(state: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+    """The tensor that our DEEN key ``key`` must hold after loading the official ``state`` (documented mapping)."""
+    if key.startswith("dee.dilated."):
+        d = int(key.split(".")[2]) + 1
+        return torch.cat([state[f"DEE.FC{b}{d}.weight"] for b in (1, 2)])
+    if key.startswith("dee.project."):
+        return torch.cat([state[f"DEE.FC{b}.{key.rsplit('.', 1)[1]}"] for b in (1, 2)])
+    key = key.replace("backbone.visible_stem.", "visible_module.visible.")
+    key = key.replace("backbone.infrared_stem.", "thermal_module.thermal.")
+    if key.startswith("backbone.stages."):
+        _, _, stage, rest = key.split(".", 3)
+        key = f"base_resnet.base.layer{int(stage) + 1}.{rest}"
+    if key.startswith("mfa."):
+        _, block, part, rest = key.split(".", 3)
+        key = f"MFA{int(block) + 1}.{'CNL' if part == 'channel' else 'PNL'}.{rest}"
+    return state[key.replace("neck.", "bottleneck.", 1) if key.startswith("neck.") else key]
+
+
+@pytest.fixture(scope="module")
+def regdb_checkpoint() -> tuple[list, dict[str, torch.Tensor]]:
+    """The documented RegDB checkpoint (1022 entries; random float32 values, dead entries as zeros)."""
+    entries = deen_layout("regdb", num_classes=6)
+    return entries, build_state_dict(entries, seed=2)
 
 
 @pytest.mark.parametrize("wrapper", [None, "net", "state_dict", "model"])
-def test_load_file_with_wrapper_module_prefix_and_numpy_metrics(tmp_path, wrapper: str | None) -> None:
-    torch.manual_seed(0)
-    source = DEEN(6, backbone="resnet18", variant="regdb")
-    with torch.no_grad():
-        for p in source.parameters():
-            p.add_(torch.randn_like(p))
-    state = {f"module.{k}": v for k, v in to_official(source).items()}
-    checkpoint = (
-        state if wrapper is None else {wrapper: state, "mAP": np.float64(0.5), "cmc": np.arange(3.0), "epoch": 3}
-    )
-    path = tmp_path / "deen.t"
-    torch.save(checkpoint, path)
-    model = DEEN(6, backbone="resnet18", variant="regdb")
+def test_load_file_with_wrapper_module_prefix_and_numpy_metrics(
+    tmp_path, regdb_checkpoint, wrapper: str | None
+) -> None:
+    entries, state = regdb_checkpoint
+    official = official_checkpoint("deen-regdb", state, module_prefix=True)  # {'net', 'cmc', 'mAP', 'mINP', 'epoch'}
+    if wrapper is None:
+        checkpoint = official["net"]
+    else:
+        checkpoint = dict(official)
+        checkpoint[wrapper] = checkpoint.pop("net")
+    path = save_checkpoint(checkpoint, tmp_path / "regdb_deen_p4_n6_lr_0.1_seed_0_trial_1_best.t")
+    model = DEEN(6, backbone="resnet50", variant="regdb")
     result = load_official_deen(model, path)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert sorted(result.ignored_keys) == [
-        "base_resnet.base.conv1.weight",
-        "thermal_module.thermal.fc.weight",
-        "visible_module.visible.layer1.0.conv1.weight",
-    ]
-    expected = source.state_dict()
+    # The dead entries of §3.3 (690, layer4 of the trunk included), in state-dict order.
+    assert result.ignored_keys == [e.key for e in entries if e.status == "dead"] and len(result.ignored_keys) == 690
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(value, official_value(state, key), rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("numpy_major", [1, 2])
+def test_load_numpy_1_and_2_pickles(tmp_path, numpy_major: int) -> None:
+    """The metrics of a file written under NumPy 1.x (numpy.core.multiarray.*) are allowed too."""
+    state = build_state_dict(deen_layout("sysu", num_classes=4), live="zeros")
+    path = save_checkpoint(official_checkpoint("deen-sysu", state), tmp_path / "deen.t", numpy=numpy_major)
+    result = load_official_deen(DEEN(4, backbone="resnet50"), path)
+    assert result.missing_keys == [] and result.unexpected_keys == [] and len(result.ignored_keys) == 630
 
 
 def test_own_checkpoint_passes_through() -> None:
@@ -456,6 +442,8 @@ def test_convert_key_mapping() -> None:
         "classifier.weight": t,
         "something.else": t,
     }
+    documented = {e.key for e in deen_layout("sysu")}
+    assert set(official) - documented == {"something.else"}  # every other key is an official one
     sysu = convert_official_deen_state_dict({"module." + k: v for k, v in official.items()})
     assert list(sysu.state_dict) == [
         "backbone.visible_stem.conv1.weight",
@@ -488,6 +476,13 @@ def test_convert_detects_variant_mismatch() -> None:
     state["DEE.FC11.weight"] = torch.zeros(256, 1024, 3, 3)
     with pytest.raises(ValueError, match="'sysu' variant"):
         convert_official_deen_state_dict(state, variant="regdb")
+    # The same on the documented checkpoints.
+    regdb = build_state_dict(deen_layout("regdb"), live="zeros")
+    sysu = build_state_dict(deen_layout("sysu"), live="zeros")
+    with pytest.raises(ValueError, match="'regdb' variant"):
+        convert_official_deen_state_dict(regdb)
+    with pytest.raises(ValueError, match="'sysu' variant"):
+        convert_official_deen_state_dict(sysu, variant="regdb")
 
 
 def test_convert_errors() -> None:

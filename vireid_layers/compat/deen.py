@@ -4,25 +4,30 @@ The official network holds three complete torchvision-style ResNet-50s: ``visibl
 ``thermal_module.thermal`` of which only the stem (``conv1``, ``bn1``) runs, and ``base_resnet.base`` of which
 only ``layer1``…``layer4`` run. Its other modules are ``MFA1``…``MFA3`` (``CNL`` and ``PNL``), ``DEE``
 (``FC11``…``FC13``, ``FC1``, ``FC21``…``FC23``, ``FC2``), ``bottleneck`` (the BN neck) and ``classifier``.
-timm's and torchvision's ResNets share the key layout (``conv1``, ``bn1``, ``layer1.0.conv1``, …,
-``layer1.0.downsample.0``/``.1``) and the stride placement (on the :math:`3\times3` convolution), so the
-stage keys map one to one.
+What this loader shares with :mod:`vireid_layers.compat.agw` (reading, unwrapping, the two-stream key map) is in
+``vireid_layers.compat._official``.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import torch
 from torch import Tensor
 
 from .._validation import check_choice
 from ..models.deen import DEEN, DEENVariant
+from ._official import (
+    BASE,
+    OfficialConversion,
+    OfficialLoadResult,
+    convert_keys,
+    load_converted,
+    rename_two_stream_key,
+    unwrap_state_dict,
+)
 
 __all__ = [
     "OfficialDEENConversion",
@@ -32,45 +37,16 @@ __all__ = [
 ]
 
 _VARIANTS = ("sysu", "regdb")
-# Entries under which training scripts store the state dict (the official train.py uses "net").
-_WRAPPERS = ("net", "state_dict", "model")
-_STEMS = {"visible_module.visible.": "backbone.visible_stem.", "thermal_module.thermal.": "backbone.infrared_stem."}
-_STEM_PARTS = ("conv1.", "bn1.")
-_BASE = "base_resnet.base."
-_LAYER = re.compile(r"layer(\d+)\.(.+)")
 _MFA = re.compile(r"MFA(\d+)\.(.+)")
-_RENAMES = {"DEE.": "dee.", "bottleneck.": "neck.", "classifier.": "classifier."}
 # Stages kept / MFA blocks used by each variant of the official (ResNet-50) network.
 _KEPT_STAGES = {"sysu": 4, "regdb": 3}
 _USED_MFA = {"sysu": 3, "regdb": 2}
 
-
-class OfficialDEENConversion(NamedTuple):
-    """The result of :func:`convert_official_deen_state_dict`.
-
-    Attributes:
-        state_dict: the state dict in the key layout of :class:`~vireid_layers.models.DEEN`, ready for
-            ``model.load_state_dict``.
-        ignored_keys: the official keys that DEEN never uses and were dropped (in the official naming).
-    """
-
-    state_dict: dict[str, Tensor]
-    ignored_keys: list[str]
-
-
-class OfficialDEENLoadResult(NamedTuple):
-    """The result of :func:`load_official_deen`.
-
-    Attributes:
-        missing_keys: keys of the model absent from the converted checkpoint (empty with ``strict=True``).
-        unexpected_keys: converted keys the model does not have (empty with ``strict=True``).
-        ignored_keys: official keys dropped as unused by DEEN (the idle parts of the three ResNet-50s, and
-            layer4 / MFA3 for RegDB).
-    """
-
-    missing_keys: list[str]
-    unexpected_keys: list[str]
-    ignored_keys: list[str]
+#: The result of :func:`convert_official_deen_state_dict` (an alias of
+#: :class:`~vireid_layers.compat.OfficialConversion`).
+OfficialDEENConversion = OfficialConversion
+#: The result of :func:`load_official_deen` (an alias of :class:`~vireid_layers.compat.OfficialLoadResult`).
+OfficialDEENLoadResult = OfficialLoadResult
 
 
 def convert_official_deen_state_dict(
@@ -129,17 +105,9 @@ def convert_official_deen_state_dict(
         ['visible_module.visible.layer1.0.conv1.weight']
     """
     variant = check_choice(variant, "variant", _VARIANTS)
-    state = _unwrap(state_dict)
+    state = unwrap_state_dict(state_dict)
     _check_variant(state, variant)
-    converted: dict[str, Tensor] = {}
-    ignored: list[str] = []
-    for key, value in state.items():
-        new = _rename(key, variant)
-        if new is None:
-            ignored.append(key)
-        else:
-            converted[new] = value
-    return OfficialDEENConversion(converted, ignored)
+    return convert_keys(state, lambda key: _rename(key, variant))
 
 
 def load_official_deen(
@@ -153,8 +121,8 @@ def load_official_deen(
     reproduces the official outputs.
 
     A file is read with ``torch.load(map_location="cpu", weights_only=True)``, with NumPy arrays and scalars
-    allowed (the official ``train.py`` saves its metrics as NumPy values next to ``"net"``); ``.safetensors``
-    files are read with :mod:`safetensors`.
+    allowed (the official ``train.py`` saves its metrics as NumPy values next to ``"net"``), also under the
+    names a NumPy 1.x pickle gives them; ``.safetensors`` files are read with :mod:`safetensors`.
 
     Args:
         model: the DEEN to load into (modified in place).
@@ -177,60 +145,27 @@ def load_official_deen(
         raise TypeError(f"`model` must be a vireid_layers.models.DEEN, got {type(model).__name__}")
     if model.num_branches != 2:
         raise ValueError(f"the official DEE has 2 branches; `model` has num_branches={model.num_branches}")
-    if isinstance(path_or_state_dict, Mapping):
-        state: Mapping[str, Any] = path_or_state_dict
-    elif isinstance(path_or_state_dict, (str, os.PathLike)):
-        state = _read(Path(path_or_state_dict))
-    else:
-        raise TypeError(
-            "`path_or_state_dict` must be a path or a state dict, got "
-            f"{type(path_or_state_dict).__name__} {path_or_state_dict!r}"
-        )
-    converted = convert_official_deen_state_dict(state, variant=model.variant)  # type: ignore[arg-type]
-    result = model.load_state_dict(converted.state_dict, strict=strict)
-    return OfficialDEENLoadResult(list(result.missing_keys), list(result.unexpected_keys), converted.ignored_keys)
-
-
-def _unwrap(obj: Mapping[str, Any]) -> dict[str, Tensor]:
-    if not isinstance(obj, Mapping):
-        raise TypeError(f"the checkpoint must be a state dict (a mapping), got {type(obj).__name__}")
-    for entry in _WRAPPERS:
-        if isinstance(obj.get(entry), Mapping):
-            obj = obj[entry]
-            break
-    bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, Tensor))]
-    if bad:
-        raise TypeError(
-            "the checkpoint must be a state dict (str -> Tensor) or a dict with a "
-            f"{' / '.join(repr(w) for w in _WRAPPERS)} entry; found non-tensor entries {bad[:5]}"
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    return load_converted(
+        model,
+        path_or_state_dict,
+        lambda state: convert_official_deen_state_dict(state, variant=model.variant),  # type: ignore[arg-type]
+        strict=strict,
+    )
 
 
 def _rename(key: str, variant: str) -> str | None:
     """The DEEN key of official ``key``; None when DEEN does not use it; ``key`` itself when foreign."""
-    for prefix, ours in _STEMS.items():
-        if key.startswith(prefix):
-            rest = key[len(prefix) :]
-            return ours + rest if rest.startswith(_STEM_PARTS) else None
-    if key.startswith(_BASE):
-        match = _LAYER.fullmatch(key[len(_BASE) :])
-        if match is None:  # conv1, bn1, fc of the base ResNet: never run
-            return None
-        stage = int(match[1])
-        return f"backbone.stages.{stage - 1}.{match[2]}" if stage <= _KEPT_STAGES[variant] else None
     match = _MFA.fullmatch(key)
     if match is not None:
         block = int(match[1])
         return f"mfa.{block - 1}.{match[2]}" if block <= _USED_MFA[variant] else None
-    for prefix, ours in _RENAMES.items():
-        if key.startswith(prefix):
-            return ours + key[len(prefix) :]
-    return key
+    if key.startswith("DEE."):
+        return "dee." + key.removeprefix("DEE.")
+    return rename_two_stream_key(key, _KEPT_STAGES[variant])
 
 
 def _stage_channels(state: Mapping[str, Tensor], stage: int) -> int | None:
-    weight = state.get(f"{_BASE}layer{stage}.0.downsample.1.weight")
+    weight = state.get(f"{BASE}layer{stage}.0.downsample.1.weight")
     return None if weight is None else int(weight.shape[0])
 
 
@@ -247,33 +182,3 @@ def _check_variant(state: Mapping[str, Tensor], variant: str) -> None:
             f"the checkpoint is the {found!r} variant (DEE has {channels} input channels, the output of "
             f"layer{3 if found == 'sysu' else 2}), got variant={variant!r}"
         )
-
-
-def _numpy_globals() -> list[Any]:
-    """NumPy array/scalar reconstructors, which ``weights_only`` loading refuses by default."""
-    try:
-        import numpy as np
-    except ImportError:
-        return []
-    reconstruct = np.zeros(1).__reduce__()[0]
-    scalar = np.float64(0).__reduce__()[0]
-    dtypes = {type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "u1", "b1")}
-    return [reconstruct, scalar, np.ndarray, np.dtype, *dtypes]
-
-
-def _read(path: Path) -> Mapping[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {str(path)!r}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"checkpoint {str(path)!r} cannot be read with torch.load(weights_only=True) ({err}); if you trust "
-            "the file, load it yourself with weights_only=False and pass the state dict"
-        ) from err
-    return obj
