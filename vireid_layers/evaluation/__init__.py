@@ -4,6 +4,8 @@ from .dataset_protocol import DEFAULT_DIRECTIONS, protocol_for_dataset
 from .extraction import FlipMode, extract_features
 from .metrics import (
     ExclusionRule,
+    MissingMatches,
+    MissingMatchWarning,
     RetrievalMetrics,
     exclude_same_camera,
     exclude_same_identity_and_camera,
@@ -43,6 +45,8 @@ __all__ = [
     "ExclusionRule",
     "FlipMode",
     "LLCMProtocol",
+    "MissingMatchWarning",
+    "MissingMatches",
     "PROTOCOLS",
     "ProtocolResult",
     "RegDBProtocol",
