@@ -358,6 +358,7 @@ def _loss_cases(shapes: Shapes, dtypes: Sequence[str]) -> Iterator[Case]:
         ("OrthogonalLoss", lambda: vl.OrthogonalLoss(), ort_inputs, f"generated {k}×{n}×{d}"),
         ("HardTripletLoss", lambda: vl.HardTripletLoss(), rows_inputs, f"{shapes.rows}×{d}"),
         ("WRTLoss", lambda: vl.WRTLoss(), rows_inputs, f"{shapes.rows}×{d}"),
+        ("WRTLoss[official]", lambda: vl.WRTLoss(form="official"), rows_inputs, f"{shapes.rows}×{d}"),
     ]
     for component, factory, make_inputs, shape in specs:
         for pass_ in PASSES:
@@ -556,6 +557,21 @@ def wrt_loop(embeddings: Tensor, labels: Tensor, eps: float = 1e-6) -> Tensor:
         furthest = (pos * w_pos / (w_pos.sum() + eps)).sum()
         closest = (neg * w_neg / (w_neg.sum() + eps)).sum()
         losses.append(F.softplus(furthest - closest))
+    return torch.stack(losses).mean()
+
+
+def wrt_official_loop(embeddings: Tensor, labels: Tensor, eps: float = 1e-6) -> Tensor:
+    """The official ``TripletLoss_WRT`` one anchor at a time: positives max-shifted, negatives not, eps in both."""
+    dist = _official_distance(embeddings, embeddings)
+    same = labels.unsqueeze(0) == labels.unsqueeze(1)
+    losses = []
+    for i in range(embeddings.shape[0]):
+        pos, neg = dist[i][same[i]], dist[i][~same[i]]
+        w_pos = (pos - pos.max()).exp()  # the masked row maximum of dist * is_pos is the largest positive
+        w_neg = (-neg).exp()  # the masked row maximum of -dist * is_neg is 0
+        furthest = (pos * w_pos / (w_pos.sum() + eps)).sum()
+        closest = (neg * w_neg / (w_neg.sum() + eps)).sum()
+        losses.append(torch.log1p(torch.exp(furthest - closest)))
     return torch.stack(losses).mean()
 
 
@@ -907,6 +923,11 @@ def check_baselines(shapes: Shapes, device: torch.device) -> dict[str, dict[str,
         ),
         "HardTripletLoss": (lambda: triplet_loop(x, rows_labels), lambda: vl.hard_triplet_loss(x, rows_labels), [x]),
         "WRTLoss": (lambda: wrt_loop(x, rows_labels), lambda: vl.wrt_loss(x, rows_labels), [x]),
+        "WRTLoss[official]": (
+            lambda: wrt_official_loop(x, rows_labels),
+            lambda: vl.wrt_loss(x, rows_labels, form="official"),
+            [x],
+        ),
         "OrthogonalLoss": (lambda: orthogonal_loop(generated), lambda: vl.orthogonal_loss(generated), [generated]),
     }
     out: dict[str, dict[str, Any]] = {}

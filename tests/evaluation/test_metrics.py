@@ -8,6 +8,7 @@ CMC, the identity-deduplicated CMC, AP and INP off the kept list one position at
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vireid_layers.evaluation import (
+    MissingMatchWarning,
     exclude_same_camera,
     exclude_same_identity_and_camera,
     exclude_sysu_indoor_camera,
@@ -120,22 +122,37 @@ def retrieval_cases(draw):
 def test_reference(case, chunk_size, dtype, counted):
     # `counted`: ranks by one comparison pass per match (the usual path) or, forced here, by one sort per chunk
     # (the path of queries with very many matches).
+    # No valid query at all is an error; queries without a match are skipped with a MissingMatchWarning.
     dist, q_ids, g_ids, q_cams, g_cams, rule, max_rank = case
     exclude, removed = RULES[rule]
-    with pytest.MonkeyPatch.context() as patch:
+    expected = reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank)
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         if not counted:
             patch.setattr(metrics_module, "_MAX_COUNTED_MATCHES", 0)
-        metrics = retrieval_metrics(
-            torch.tensor(dist, dtype=dtype),
-            torch.tensor(q_ids),
-            torch.tensor(g_ids),
-            torch.tensor(q_cams),
-            torch.tensor(g_cams),
-            exclude=exclude,
-            max_rank=max_rank,
-            chunk_size=chunk_size,
-        )
-    expected = reference_metrics(dist, q_ids, g_ids, q_cams, g_cams, removed, max_rank)
+
+        def call():
+            return retrieval_metrics(
+                torch.tensor(dist, dtype=dtype),
+                torch.tensor(q_ids),
+                torch.tensor(g_ids),
+                torch.tensor(q_cams),
+                torch.tensor(g_cams),
+                exclude=exclude,
+                max_rank=max_rank,
+                chunk_size=chunk_size,
+            )
+
+        if expected["num_valid"] == 0:
+            with pytest.raises(ValueError, match="no query has a true match"):
+                call()
+            return
+        metrics = call()
+    missing = len(q_ids) - expected["num_valid"]
+    warned = [w for w in caught if issubclass(w.category, MissingMatchWarning)]
+    assert len(warned) == (1 if missing else 0)
+    if missing:
+        assert str(warned[0].message).startswith(f"{missing} of {len(q_ids)} queries have no true match")
     assert metrics.cmc.shape == (min(max_rank, len(g_ids)),)
     assert_matches_reference(metrics, expected)
 
@@ -160,17 +177,47 @@ def test_worked_example_of_the_docs():
 
 def test_query_without_match_is_skipped():
     d = torch.tensor([[0.1, 0.2], [0.3, 0.1]])
-    m = retrieval_metrics(d, torch.tensor([1, 9]), torch.tensor([1, 2]), max_rank=2)
+    with pytest.warns(MissingMatchWarning, match=r"1 of 2 queries .* \(query indices 1\)"):
+        m = retrieval_metrics(d, torch.tensor([1, 9]), torch.tensor([1, 2]), max_rank=2)
     assert m.num_valid == 1
     assert m.cmc.tolist() == [1.0, 1.0] and m.cmc_dedup.tolist() == [1.0, 1.0]  # denominator: valid queries
     assert math.isnan(float(m.average_precision[1]))
     assert m.mAP == 1.0 and m.mINP == 1.0
 
 
-def test_no_valid_query_gives_zeros():
-    m = retrieval_metrics(torch.rand(2, 3), torch.tensor([5, 6]), torch.tensor([1, 2, 3]))
-    assert m.num_valid == 0 and m.mAP == 0.0 and m.mINP == 0.0
-    assert not m.cmc.any() and not m.cmc_dedup.any()
+def test_missing_matches_option():
+    """``"skip"``: silent, same metrics; ``"raise"``: an error naming the count; a bad value: ValueError."""
+    d = torch.tensor([[0.1, 0.2], [0.3, 0.1], [0.2, 0.4]])
+    q_ids, g_ids = torch.tensor([1, 9, 8]), torch.tensor([1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        skipped = retrieval_metrics(d, q_ids, g_ids, max_rank=2, missing_matches="skip")
+    with pytest.warns(MissingMatchWarning):
+        warned = retrieval_metrics(d, q_ids, g_ids, max_rank=2)
+    assert skipped.num_valid == warned.num_valid == 1 and skipped.mAP == warned.mAP == 1.0
+    with pytest.raises(ValueError, match=r"2 of 3 queries have no true match .* indices 1, 2\)"):
+        retrieval_metrics(d, q_ids, g_ids, missing_matches="raise")
+    with pytest.raises(ValueError, match="`missing_matches`"):
+        retrieval_metrics(d, q_ids, g_ids, missing_matches="ignore")  # type: ignore[arg-type]
+    with warnings.catch_warnings():  # every query valid: no warning, also with "raise"
+        warnings.simplefilter("error")
+        retrieval_metrics(d[:1], q_ids[:1], g_ids, missing_matches="raise")
+
+
+@pytest.mark.parametrize("missing_matches", ["warn", "raise", "skip"])
+def test_no_valid_query_is_an_error(missing_matches):
+    """Was ``mAP 0.0`` (a number one could publish); no query with a true match leaves nothing to score."""
+    with pytest.raises(ValueError, match=r"no query has a true match .*0 valid of 2 queries"):
+        retrieval_metrics(
+            torch.rand(2, 3), torch.tensor([5, 6]), torch.tensor([1, 2, 3]), missing_matches=missing_matches
+        )
+    with pytest.raises(ValueError, match="0 valid of 0 queries"):  # no query at all
+        retrieval_metrics(torch.rand(0, 3), torch.zeros(0, dtype=torch.long), torch.tensor([1, 2, 3]))
+
+
+def test_empty_gallery_is_an_error():
+    with pytest.raises(ValueError, match="gallery is empty"):
+        retrieval_metrics(torch.rand(2, 0), torch.tensor([1, 2]), torch.zeros(0, dtype=torch.long))
 
 
 def test_sysu_rule_removes_camera_2_for_camera_3_queries():
@@ -178,9 +225,10 @@ def test_sysu_rule_removes_camera_2_for_camera_3_queries():
     # query of the same identity keeps it.
     d = torch.tensor([[0.1, 0.5], [0.1, 0.5]])
     kwargs = {"exclude": exclude_sysu_indoor_camera, "max_rank": 2}
-    m = retrieval_metrics(
-        d, torch.tensor([1, 1]), torch.tensor([1, 2]), torch.tensor([3, 6]), torch.tensor([2, 1]), **kwargs
-    )
+    with pytest.warns(MissingMatchWarning, match="query indices 0"):
+        m = retrieval_metrics(
+            d, torch.tensor([1, 1]), torch.tensor([1, 2]), torch.tensor([3, 6]), torch.tensor([2, 1]), **kwargs
+        )
     assert m.num_valid == 1 and math.isnan(float(m.average_precision[0])) and m.average_precision[1] == 1.0
 
 
@@ -204,16 +252,37 @@ def test_max_rank_larger_than_gallery():
     assert m.cmc.shape == (2,) and m.cmc.tolist() == [0.0, 1.0]
 
 
-def test_nan_and_signed_zero_distances():
-    # NaN (of either sign) ranks after +inf, all NaN tie (broken by gallery index); -0.0 ties with +0.0.
-    nan = float("nan")
-    d = torch.tensor([[-nan, 0.0, float("inf"), nan, -0.0, -1.0], [nan, -nan, 0.5, nan, -0.0, 0.0]])
+def test_signed_zero_distances():
+    # -0.0 ties with +0.0 (broken by gallery index).
+    d = torch.tensor([[3.0, 0.0, 2.0, 4.0, -0.0, -1.0], [5.0, 6.0, 0.5, 7.0, -0.0, 0.0]])
     q_ids, g_ids = torch.tensor([1, 2]), torch.tensor([1, 2, 3, 1, 2, 4])
     m = retrieval_metrics(d, q_ids, g_ids, max_rank=6)
     expected = reference_metrics(d.tolist(), q_ids.tolist(), g_ids.tolist(), [0, 0], [0] * 6, RULES["none"][1], 6)
     assert_matches_reference(m, expected)
-    # Query 0 ranks: -1.0 (id 4), 0.0 (id 2), -0.0 (id 2), inf (id 3), -nan (id 1), nan (id 1) -> matches at 5, 6.
+    # Query 0 ranks: -1.0 (id 4), 0.0 (id 2), -0.0 (id 2), 2.0 (id 3), 3.0 (id 1), 4.0 (id 1) -> matches at 5, 6.
     assert float(m.average_precision[0]) == pytest.approx((1 / 5 + 2 / 6) / 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+@pytest.mark.parametrize(
+    ("fill", "count", "kind"),
+    [("all_nan", 24, "24 NaN, 0 infinite"), ("all_inf", 24, "0 NaN, 24 infinite"), ("one_nan", 1, "1 NaN")],
+)
+def test_non_finite_distances_are_refused(dtype, fill, count, kind):
+    """Used to score mAP 0.425 / Rank-1 0.25 (all NaN), 0.425 (all inf), 0.283 (one NaN): now a ValueError."""
+    d = torch.rand(4, 6, generator=torch.Generator().manual_seed(0)).to(dtype)
+    if fill == "all_nan":
+        d.fill_(float("nan"))
+    elif fill == "all_inf":
+        d.fill_(float("inf"))
+    else:
+        d[2, 3] = float("nan")
+    with pytest.raises(ValueError, match=rf"`distances` must be finite, got {count} non-finite entries \({kind}"):
+        retrieval_metrics(d, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3, 4, 5]))
+    d = torch.rand(4, 6).to(dtype)
+    d[0, 0] = -float("inf")
+    with pytest.raises(ValueError, match="`distances` must be finite, got 1 non-finite"):
+        retrieval_metrics(d, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3, 4, 5]))
 
 
 def test_float64_distances_keep_their_precision():
@@ -252,7 +321,7 @@ def test_chunk_sizes_agree_on_a_larger_case():
     d = torch.randint(0, 5, (300, 80), generator=g).float()  # many ties
     q_ids, g_ids = torch.randint(0, 20, (300,), generator=g), torch.randint(0, 20, (80,), generator=g)
     q_cams, g_cams = torch.randint(1, 7, (300,), generator=g), torch.randint(1, 7, (80,), generator=g)
-    kw = {"exclude": exclude_same_identity_and_camera}
+    kw = {"exclude": exclude_same_identity_and_camera, "missing_matches": "skip"}  # 10 queries lose every match
     a = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=1, **kw)
     b = retrieval_metrics(d, q_ids, g_ids, q_cams, g_cams, chunk_size=10_000, **kw)
     with pytest.MonkeyPatch.context() as patch:  # on CPU, chunks also hold at most this many pairs (here: 3 rows)

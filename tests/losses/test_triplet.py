@@ -370,3 +370,40 @@ def test_module_matches_functional(margin: float, reduction: str) -> None:
 def test_extra_repr() -> None:
     assert repr(HardTripletLoss(0.5, reduction="sum")) == "HardTripletLoss(margin=0.5, reduction='sum')"
     assert "margin=0.3" in repr(HardTripletLoss()) and "reduction='mean'" in repr(HardTripletLoss())
+
+
+# ------------------------------------------------------------------------------ non-finite input (the issue)
+
+
+def test_nan_embedding_gives_nan_loss_and_gradients() -> None:
+    """One NaN used to give a loss of 0.0 (with NaN gradients in every row); now NaN, as triplet_margin_loss."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    x[3, 1] = float("nan")
+    x.requires_grad_(True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    loss = hard_triplet_loss(x, labels)
+    assert torch.isnan(loss)
+    assert torch.isnan(hard_triplet_loss(x, labels, reduction="none")).all()  # every row meets the NaN row
+    (grad,) = torch.autograd.grad(loss, x)
+    assert torch.isnan(grad).any(1).all()
+    assert torch.isnan(hard_triplet_loss(x, torch.zeros(8, dtype=torch.long)))  # no negative: still NaN
+    reference = torch.nn.functional.triplet_margin_loss(x[:1], x[1:2], x[3:4])
+    assert torch.isnan(reference)  # the behaviour we follow
+
+
+def test_overflowing_distances_are_not_zero() -> None:
+    """float32 embeddings x 1e20: the squared distances overflow; the loss is NaN, never the old 0.0."""
+    x = torch.randn(8, 4, generator=torch.Generator().manual_seed(1)) * 1e20
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    assert torch.isnan(hard_triplet_loss(x, labels))
+    exact = hard_triplet_loss(x.double(), labels)  # float64 has the range: the true value, ~1e20
+    assert torch.isfinite(exact) and exact > 1e19
+
+
+@pytest.mark.parametrize("margin", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_margin_is_refused(margin: float) -> None:
+    x, labels = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    with pytest.raises(ValueError, match="`margin`"):
+        hard_triplet_loss(x, labels, margin=margin)
+    with pytest.raises(ValueError, match="`margin`"):
+        HardTripletLoss(margin=margin)

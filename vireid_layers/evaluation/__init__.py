@@ -9,7 +9,7 @@ from .exclusion import (
     exclude_sysu_indoor_camera_reversed,
 )
 from .extraction import FlipMode, extract_features
-from .metrics import RetrievalMetrics, retrieval_metrics
+from .metrics import MissingMatches, MissingMatchWarning, RetrievalMetrics, retrieval_metrics
 from .protocols import (
     PROTOCOLS,
     SYSU_INFRARED_CAMERAS,
@@ -44,6 +44,8 @@ __all__ = [
     "ExclusionRule",
     "FlipMode",
     "LLCMProtocol",
+    "MissingMatchWarning",
+    "MissingMatches",
     "PROTOCOLS",
     "ProtocolResult",
     "RegDBProtocol",

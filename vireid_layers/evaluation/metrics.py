@@ -11,16 +11,25 @@ pass per match (a query has few true matches; a chunk with very many falls back 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from .._validation import check_shape, check_tensor
+from .._validation import check_choice, check_shape, check_tensor
+from .exclusion import (  # the removal rules live in exclusion.py; re-exported here for former imports
+    ExclusionRule,
+    exclude_same_camera,
+    exclude_same_identity_and_camera,
+    exclude_sysu_indoor_camera,
+)
 
 __all__ = [
     "ExclusionRule",
+    "MissingMatchWarning",
+    "MissingMatches",
     "RetrievalMetrics",
     "exclude_same_camera",
     "exclude_same_identity_and_camera",
@@ -36,23 +45,19 @@ _CPU_CHUNK_PAIRS = 1 << 18  # on CPU, a chunk holds at most about this many (que
 _MAX_CHUNK_PAIRS = 1 << 30  # on any device: keeps the dense ranks of non-float32 distances below _EXCLUDED
 
 
-ExclusionRule = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""``rule(query_ids, query_cams, gallery_ids, gallery_cams) -> (Q, G) bool`` mask of gallery items to drop."""
+MissingMatches = Literal["warn", "raise", "skip"]
+"""What :func:`retrieval_metrics` does with queries that have no true match left: see its ``missing_matches``."""
+_MISSING_MATCHES = ("warn", "raise", "skip")
+_LISTED_QUERIES = 10  # query indices named in a missing-match message
 
 
-def exclude_same_identity_and_camera(q_ids: Tensor, q_cams: Tensor, g_ids: Tensor, g_cams: Tensor) -> Tensor:
-    """Drop gallery items of the query's identity seen by the query's camera (Market-1501, LLCM rule)."""
-    return (g_ids.unsqueeze(0) == q_ids.unsqueeze(1)) & (g_cams.unsqueeze(0) == q_cams.unsqueeze(1))
+class MissingMatchWarning(UserWarning):
+    """Some queries have no true match in the gallery after exclusion and were left out of every metric.
 
-
-def exclude_sysu_indoor_camera(q_ids: Tensor, q_cams: Tensor, g_ids: Tensor, g_cams: Tensor) -> Tensor:
-    """SYSU-MM01 rule: a camera-3 query never sees camera-2 gallery items, of any identity (same room)."""
-    return (q_cams.unsqueeze(1) == 3) & (g_cams.unsqueeze(0) == 2)
-
-
-def exclude_same_camera(q_ids: Tensor, q_cams: Tensor, g_ids: Tensor, g_cams: Tensor) -> Tensor:
-    """Drop every gallery item from the query's camera, of any identity (MPANet's SYSU rule after 3 → 2)."""
-    return g_cams.unsqueeze(0) == q_cams.unsqueeze(1)
+    Issued by :func:`retrieval_metrics` with ``missing_matches="warn"`` (the default). Pass
+    ``missing_matches="skip"`` where the protocol expects such queries, or ``"raise"`` to make them an error;
+    or filter this class with :mod:`warnings`.
+    """
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class RetrievalMetrics:
             count distinct gallery identities, so repeated wrong identities take one rank.
         mAP: mean average precision over valid queries.
         mINP: mean inverse negative penalty (matches / rank of the last match) over valid queries.
-        num_valid: queries with at least one true match left after exclusion.
+        num_valid: queries with at least one true match left after exclusion (always at least 1).
         average_precision: :math:`(Q,)` per-query AP (NaN for invalid queries).
     """
 
@@ -92,6 +97,7 @@ def retrieval_metrics(
     exclude: ExclusionRule | None = None,
     max_rank: int = 20,
     chunk_size: int = 1024,
+    missing_matches: MissingMatches = "warn",
 ) -> RetrievalMetrics:
     r"""CMC, mAP and mINP of a query × gallery distance matrix, vectorised and chunked over queries.
 
@@ -112,6 +118,17 @@ def retrieval_metrics(
     The rows are not sorted: :math:`r_i` is one plus the number of kept items that precede the match in the
     (distance, gallery index) order, counted with one comparison pass over the row per match.
 
+    **Nothing that cannot be scored is scored.** Non-finite distances (NaN, :math:`\pm\infty`) are a
+    :class:`ValueError` that names ``distances`` and counts the non-finite entries: a NaN ranks nowhere, and
+    an all-NaN matrix used to score mAP 0.425. An empty gallery, and a call where *no* query keeps a true match
+    (``num_valid == 0``, e.g. disjoint query and gallery identities, or an empty query set), are a
+    :class:`ValueError` too, never an mAP of 0 that looks like a (bad) result. A query that alone has no true
+    match left is left out of every metric and of the denominators (the official code's ``continue``); what
+    else happens is ``missing_matches``: ``"warn"`` (default) issues a :class:`MissingMatchWarning` with their
+    count and first indices, ``"raise"`` makes it a :class:`ValueError`, and ``"skip"`` is for a protocol
+    that expects such queries (SYSU-MM01's camera-3 queries whose identity's only gallery images are from
+    camera 2). See ``docs/robustness_losses.rst``.
+
     Args:
         distances: :math:`(Q, G)` distances (smaller is closer); pass ``-similarity`` for similarities.
         query_ids: :math:`(Q,)` identity labels of the queries.
@@ -124,9 +141,15 @@ def retrieval_metrics(
         chunk_size: at most this many queries are processed at once (on CPU fewer for a large gallery, so
             that a chunk of about :math:`2^{18}` query-gallery pairs stays in cache); peak memory is
             :math:`O(\text{chunk} \times G)`. The results do not depend on it.
+        missing_matches: queries without any true match left: ``"warn"`` (default), ``"raise"`` or ``"skip"``
+            (expected by the caller: silent). Either way they are left out of the metrics.
 
     Returns:
         :class:`RetrievalMetrics`.
+
+    Raises:
+        ValueError: on non-finite distances, an empty gallery, no valid query at all, or (with
+            ``missing_matches="raise"``) any query without a true match.
 
     Examples:
         >>> d = torch.tensor([[0.1, 0.5, 0.3], [0.9, 0.2, 0.4]])
@@ -137,6 +160,7 @@ def retrieval_metrics(
     distances, query_ids, gallery_ids = _check_arguments(
         distances, query_ids, gallery_ids, query_cams, gallery_cams, exclude, max_rank, chunk_size
     )
+    check_choice(missing_matches, "missing_matches", _MISSING_MATCHES)
     num_q, num_g = distances.shape
     device = distances.device
     query_ids, gallery_ids = query_ids.to(device), gallery_ids.to(device)
@@ -152,7 +176,6 @@ def retrieval_metrics(
     by_identity = torch.argsort(gallery_index, stable=True)
     id_counts = torch.cat([id_counts, id_counts.new_zeros(1)])  # the absent identity has no gallery item
     id_offsets = id_counts.cumsum(0) - id_counts
-    has_nan = distances.is_floating_point() and bool(torch.isnan(distances.sum()))  # NaN anywhere: sum is NaN
     rows = min(chunk_size, max(1, _MAX_CHUNK_PAIRS // max(num_g, 1)))
     if device.type == "cpu":  # a chunk that stays in cache is faster on CPU; GPUs want large chunks
         rows = min(rows, max(1, _CPU_CHUNK_PAIRS // max(num_g, 1)))
@@ -171,7 +194,7 @@ def retrieval_metrics(
         most = int(num_candidates.max())
         if most == 0:
             continue  # no query of the chunk has its identity in the gallery: none is valid
-        key32 = _order_keys32(distances[start:stop], has_nan)
+        key32 = _order_keys32(distances[start:stop])
         if exclude is not None:
             dropped = exclude(query_ids[start:stop], query_cams[start:stop], gallery_ids, gallery_cams)
             key32 = torch.where(dropped.to(torch.bool), _EXCLUDED, key32)  # after every kept item
@@ -210,15 +233,41 @@ def retrieval_metrics(
         inp_sum += torch.where(valid, inp, 0.0).sum()
         num_valid += valid.sum()
     count = int(num_valid)
-    denominator = max(count, 1)
+    _check_valid_queries(ap_all, count, missing_matches)
     valid_ap = ap_all[~torch.isnan(ap_all)]
     return RetrievalMetrics(
-        cmc=(cmc_hits.double() / denominator).float(),
-        cmc_dedup=(dedup_hits.double() / denominator).float(),
-        mAP=float(valid_ap.sum()) / denominator,
-        mINP=float(inp_sum) / denominator,
+        cmc=(cmc_hits.double() / count).float(),
+        cmc_dedup=(dedup_hits.double() / count).float(),
+        mAP=float(valid_ap.sum()) / count,
+        mINP=float(inp_sum) / count,
         num_valid=count,
         average_precision=ap_all,
+    )
+
+
+def _check_valid_queries(average_precision: Tensor, num_valid: int, missing_matches: str) -> None:
+    """Refuse a call without any valid query; warn about (or refuse) queries without a true match."""
+    num_q = average_precision.shape[0]
+    if num_valid == 0:
+        raise ValueError(
+            f"no query has a true match in the gallery after exclusion (0 valid of {num_q} queries): the metrics "
+            "are undefined; check that `query_ids` and `gallery_ids` share identities and the `exclude` rule"
+        )
+    missing = num_q - num_valid
+    if missing == 0 or missing_matches == "skip":
+        return
+    first = torch.isnan(average_precision).nonzero().flatten()[:_LISTED_QUERIES].tolist()
+    more = ", ..." if missing > len(first) else ""
+    message = (
+        f"{missing} of {num_q} queries have no true match in the gallery after exclusion (query indices "
+        f"{', '.join(map(str, first))}{more}) and are left out of every metric"
+    )
+    if missing_matches == "raise":
+        raise ValueError(f"{message}; pass `missing_matches='skip'` if the protocol expects it")
+    warnings.warn(
+        f"{message}; pass `missing_matches='skip'` if the protocol expects it, or 'raise' to refuse",
+        MissingMatchWarning,
+        stacklevel=3,
     )
 
 
@@ -251,6 +300,17 @@ def _check_arguments(
                 f"`query_cams` and `gallery_cams` must have shapes ({num_q},) and ({num_g},), got "
                 f"{tuple(query_cams.shape)} and {tuple(gallery_cams.shape)}"
             )
+    if num_g == 0:
+        raise ValueError(f"the gallery is empty: `distances` has shape {tuple(distances.shape)}, nothing to rank")
+    if distances.is_floating_point() or distances.is_complex():
+        bad = int((~torch.isfinite(distances)).sum())
+        if bad:
+            nan = int(torch.isnan(distances).sum())
+            raise ValueError(
+                f"`distances` must be finite, got {bad} non-finite entries ({nan} NaN, {bad - nan} infinite) of "
+                f"{num_q * num_g} in a matrix of shape {tuple(distances.shape)}: a NaN or infinite distance has "
+                "no rank (check the features for NaN and the distance for overflow)"
+            )
     if max_rank < 1:
         raise ValueError(f"`max_rank` must be >= 1, got {max_rank}")
     if chunk_size < 1:
@@ -272,8 +332,8 @@ def _match_ranks(key: Tensor, match_keys: Tensor) -> Tensor:
     return torch.searchsorted(key.sort(dim=1).values, match_keys.contiguous()) + 1
 
 
-def _order_keys32(distances: Tensor, has_nan: bool) -> Tensor:
-    """``(q, G)`` int32 keys in the order of the distances: equal distances get equal keys, -0 == +0, NaN last.
+def _order_keys32(distances: Tensor) -> Tensor:
+    """``(q, G)`` int32 keys in the order of the (finite) distances: equal distances get equal keys, -0 == +0.
 
     Float32 (and the exactly convertible float16/bfloat16) distances map to their IEEE bits with the magnitude
     bits of negative numbers flipped, which orders them as numbers; other dtypes (float64, integers) get their
@@ -281,15 +341,7 @@ def _order_keys32(distances: Tensor, has_nan: bool) -> Tensor:
     """
     if distances.dtype in (torch.float32, torch.float16, torch.bfloat16):
         d = distances.float() + 0.0  # a fresh float32 copy, in which -0.0 has become +0.0
-        if has_nan:
-            d = torch.where(torch.isnan(d), float("nan"), d)  # one NaN, of positive sign: after +inf
         bits = d.view(torch.int32)
         return bits ^ ((bits >> 31) & _EXCLUDED)
-    values = distances
-    nan = torch.isnan(values) if has_nan else None
-    if nan is not None:
-        values = values.masked_fill(nan, float("inf"))
-    _, rank = torch.unique(values, return_inverse=True)
-    if nan is not None:
-        rank = torch.where(nan, rank.max() + 1, rank)  # NaN after +inf, all NaN equal
+    _, rank = torch.unique(distances, return_inverse=True)
     return rank.to(torch.int32)

@@ -117,6 +117,12 @@ def k_reciprocal_rerank(
         :math:`(Q, G)` re-ranked distances (smaller is closer), float32 (float64 for float64 inputs), on the
         device of ``query``.
 
+    Raises:
+        ValueError: if ``query`` or ``gallery`` holds a NaN or an infinity (the message names the argument and
+            counts the entries), or if their squared distances would overflow the compute dtype (float32
+            features of norm :math:`\gtrsim 10^{19}`; pass float64 or rescale): a non-finite distance has no
+            neighbours to rank (it used to fail with a raw ``RuntimeError`` of a ``view``).
+
     Examples:
         >>> g = torch.nn.functional.normalize(torch.randn(30, 8, generator=torch.Generator().manual_seed(0)), dim=1)
         >>> d = k_reciprocal_rerank(g[:5] + 0.01, g, k1=4, k2=2)
@@ -139,9 +145,25 @@ def k_reciprocal_rerank(
 
     dtype = torch.float64 if torch.float64 in (query.dtype, gallery.dtype) else torch.float32
     num_q, num_g = query.shape[0], gallery.shape[0]
+    for name, features in (("query", query), ("gallery", gallery)):
+        bad = int((~torch.isfinite(features)).sum())
+        if bad:
+            raise ValueError(
+                f"`{name}` must be finite, got {bad} non-finite entries (NaN or infinite) in features of shape "
+                f"{tuple(features.shape)}: their distances have no rank"
+            )
     if num_q == 0 or num_g == 0:
         return torch.empty(num_q, num_g, dtype=dtype, device=query.device)
     ctx = _Context(torch.cat([query, gallery]).to(dtype), num_q, chunk_size)
+    # |x_i|^2 + |x_j|^2 - 2 x_i.x_j <= 4 max |x|^2: below the dtype's maximum, no distance can overflow.
+    largest = float(ctx.squared_norms.max())
+    if not largest * 4 < torch.finfo(dtype).max:
+        name = "query" if float((query.to(dtype) ** 2).sum(1).max()) == largest else "gallery"
+        raise ValueError(
+            f"the squared distances of `query` and `gallery` overflow {dtype}: `{name}` has a squared norm of "
+            f"{largest:.3g} (at most {torch.finfo(dtype).max / 4:.3g} for finite distances); rescale the features "
+            "or pass float64"
+        )
     neighbours = ctx.neighbours(max(k1 + 1, k2))
     full = ctx.reciprocal(neighbours, k1 + 1)
     half = ctx.reciprocal(neighbours, round(k1 / 2) + 1)  # round half to even, as np.around

@@ -16,7 +16,7 @@ from .orthogonal import OrthogonalLoss, OrthogonalNormalization, orthogonal_loss
 from .pef import PEFBlockOutput, PEFEntry, PEFLoss
 from .separation import SeparationLoss, separation_loss
 from .triplet import HardTripletLoss, hard_triplet_loss
-from .wrt import WRTLoss, wrt_loss
+from .wrt import WRTForm, WRTLoss, wrt_loss
 
 __all__ = [
     "CMCCLoss",
@@ -37,6 +37,7 @@ __all__ = [
     "PEFEntry",
     "PEFLoss",
     "SeparationLoss",
+    "WRTForm",
     "WRTLoss",
     "center_cluster_loss",
     "cmcc_loss",

@@ -7,8 +7,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_embeddings, check_labels, check_positive
+from .._validation import check_choice, check_embeddings, check_labels
 from ..distances import class_centers, pairwise_euclidean, safe_sqrt
+from ._numerics import check_finite_nonnegative
 
 __all__ = ["CenterClusterAnchors", "CenterClusterLoss", "center_cluster_loss"]
 
@@ -59,6 +60,10 @@ def center_cluster_loss(
     :func:`~vireid_layers.distances.pairwise_euclidean` (the official ``clamp(min=1e-12).sqrt()``). A batch
     of one identity has no inter term (zero); an empty batch gives a zero that stays connected to the graph.
 
+    A NaN or infinite embedding gives a non-finite loss (every row enters the intra term); centre distances
+    that overflow (float32 centres of norm :math:`\gtrsim 10^{19}`) make the inter term NaN instead of a
+    vanished hinge; a NaN or infinite ``margin`` is a :class:`ValueError` (``docs/robustness_losses.rst``).
+
     Args:
         embeddings: :math:`(N, D)` embeddings of both modalities (the official code uses the concatenated
             PAM features before the BN neck, cast to float32).
@@ -79,7 +84,7 @@ def center_cluster_loss(
     embeddings = check_embeddings(embeddings)
     n = embeddings.shape[0]
     labels = check_labels(labels, n)
-    check_positive(margin, "margin", allow_zero=True)
+    check_finite_nonnegative(margin, "margin")
     check_choice(anchors, "anchors", _ANCHORS)
     if n == 0:  # static shape: no identity, no distance (grouping needs at least one row)
         return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).sum() * 0.0
@@ -92,9 +97,12 @@ def center_cluster_loss(
         intra = safe_sqrt(diff.pow(2).sum(-1))  # (N,)
         intra_term = intra.mean()
 
-        hinge = (margin - pairwise_euclidean(centers)).relu()  # (N, N) over slots
+        center_distances = pairwise_euclidean(centers)
         eye = torch.eye(n, dtype=torch.bool, device=labels.device)
         pair = groups.is_slot.unsqueeze(1) & groups.is_slot.unsqueeze(0) & ~eye
+        # An overflowed (inf) centre distance is not "far apart": NaN, not a hinge of 0.
+        center_distances = torch.where(pair & torch.isinf(center_distances), float("nan"), center_distances)
+        hinge = (margin - center_distances).relu()  # (N, N) over slots
         if anchors == "paper":
             inter = torch.where(pair, hinge, torch.zeros_like(hinge)).sum() / pair.sum().clamp_min(1)
         else:
@@ -126,7 +134,7 @@ class CenterClusterLoss(nn.Module):
 
     def __init__(self, margin: float = 0.7, *, anchors: CenterClusterAnchors = "official") -> None:
         super().__init__()
-        self.margin = check_positive(margin, "margin", allow_zero=True)
+        self.margin = check_finite_nonnegative(margin, "margin")
         self.anchors = check_choice(anchors, "anchors", _ANCHORS)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

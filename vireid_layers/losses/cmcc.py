@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from .._validation import check_embeddings, check_labels, check_modalities
 from ..distances import class_modality_centers, paired_euclidean, pairwise_euclidean
+from ._numerics import l2_normalize, nonfinite_marker
 
 __all__ = ["CMCCLoss", "cmcc_loss"]
 
@@ -41,6 +42,12 @@ def cmcc_loss(embeddings: Tensor, labels: Tensor, modalities: Tensor, *, normali
     connected to the graph; with one such identity :math:`\tilde d_{\text{inter}} = +\infty` and its term is
     :math:`\operatorname{softplus}(-\infty) = 0`, with zero (finite) gradients.
 
+    A NaN or infinite embedding gives a NaN loss, also in a row that takes no part (an identity seen in one
+    modality only), and so do centre distances that overflow (``normalize=False`` with float32 embeddings of
+    norm :math:`\gtrsim 10^{19}`), instead of an "infinitely far" neighbour and a zero term
+    (``docs/robustness_losses.rst``). ``normalize=True`` divides each row by its largest entry before the
+    norm, so it normalises any finite row without overflow.
+
     Args:
         embeddings: :math:`(N, D)` embeddings (MSO: the 2048-d BN-neck outputs).
         labels: :math:`(N,)` identity labels.
@@ -64,10 +71,10 @@ def cmcc_loss(embeddings: Tensor, labels: Tensor, modalities: Tensor, *, normali
         raise TypeError(f"`normalize` must be a bool, got {type(normalize).__name__} {normalize!r}")
     if n == 0:  # static shape: no identity at all, a zero connected to the graph
         return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).sum() * 0.0
+    marker = nonfinite_marker(embeddings)  # NaN if any entry is (rows that take no part included)
     if normalize:
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
-            embeddings = x / (torch.linalg.vector_norm(x, dim=-1, keepdim=True) + 1e-12)
+            embeddings = l2_normalize(embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)))
     centers = class_modality_centers(embeddings, labels, modalities)
     visible, infrared = centers.centers[0], centers.centers[1]  # (N, D), indexed by identity slot
     # One slot per identity seen in both modalities.
@@ -77,10 +84,12 @@ def cmcc_loss(embeddings: Tensor, labels: Tensor, modalities: Tensor, *, normali
     distances = pairwise_euclidean((visible + infrared) / 2)  # (N, N) between identity centres
     others = valid.unsqueeze(0) & ~torch.eye(n, dtype=torch.bool, device=valid.device)
     inter = torch.where(others, distances, torch.full_like(distances, float("inf"))).amin(-1)  # inf: no other
+    # An overflowed distance is not "infinitely far": NaN, not a vanishing term.
+    inter = torch.where((others & ~torch.isfinite(distances)).any(-1), float("nan"), inter)
 
     per_identity = F.softplus(intra - inter)  # softplus(-inf) = 0 with a zero gradient
     total = torch.where(valid, per_identity, torch.zeros_like(per_identity)).sum()
-    return total / valid.sum().clamp_min(1)
+    return total / valid.sum().clamp_min(1) + marker.to(total.dtype)
 
 
 class CMCCLoss(nn.Module):

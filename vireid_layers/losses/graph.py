@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_embeddings, check_labels, check_positive
+from .._validation import check_embeddings, check_labels
+from ._numerics import check_finite_nonnegative, nonfinite_marker
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["DynamicDualAggregation", "GraphAttentionLoss", "dynamic_aggregation_weight", "graph_attention_loss"]
@@ -26,7 +27,10 @@ def graph_attention_loss(log_probs: Tensor, labels: Tensor, *, reduction: Reduct
 
     where :math:`\log p_i` is row :math:`i` of the log-softmax output of :class:`vireid_layers.layers.cgsa.CGSA`.
     The official training script uses ``F.nll_loss`` (the mean over the :math:`N` nodes); the paper's Eq. 9
-    writes the sum. An empty batch gives a zero that stays connected to the graph.
+    writes the sum. An empty batch gives a zero that stays connected to the graph. A NaN or :math:`+\infty`
+    anywhere in a row of ``log_probs`` makes that row's loss NaN, also outside the target column, which
+    ``F.nll_loss`` alone never reads; :math:`-\infty` is a valid log-probability (probability 0) and gives
+    :math:`+\infty` only at the target (``docs/robustness_losses.rst``).
 
     Args:
         log_probs: :math:`(N, K)` log-probabilities over the :math:`K` identities.
@@ -54,7 +58,10 @@ def graph_attention_loss(log_probs: Tensor, labels: Tensor, *, reduction: Reduct
                 f"`labels` must lie in [0, {num_classes}) for `log_probs` of shape {tuple(log_probs.shape)}, "
                 f"got values in [{low}, {high}]"
             )
-    return reduce(F.nll_loss(log_probs, labels, reduction="none"), reduction)
+    losses = F.nll_loss(log_probs, labels, reduction="none")
+    # NaN / +inf outside the target column are not read by nll_loss; -inf is a valid log-probability.
+    marker = nonfinite_marker(torch.where(log_probs == -float("inf"), 0.0, log_probs), 1)
+    return reduce(losses + marker.to(losses.dtype), reduction)
 
 
 class GraphAttentionLoss(nn.Module):
@@ -180,7 +187,7 @@ class DynamicDualAggregation:
             l_p: the batch loss, a number or a one-element tensor (detached; no gradient is kept).
             weight: the batch's weight in the epoch mean (> 0; 1 gives the official plain mean).
         """
-        check_positive(weight, "weight")
+        check_finite_nonnegative(weight, "weight", allow_zero=False)
         if isinstance(l_p, Tensor):
             if l_p.numel() != 1:
                 raise ValueError(f"`l_p` must be a scalar loss, got a tensor of shape {tuple(l_p.shape)}")

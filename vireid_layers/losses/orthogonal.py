@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_choice, check_embeddings
+from ._numerics import nonfinite_marker
 
 __all__ = ["OrthogonalLoss", "OrthogonalNormalization", "orthogonal_loss"]
 
@@ -27,7 +28,8 @@ def orthogonal_loss(generated: Tensor, *, normalization: OrthogonalNormalization
     divides by :math:`Z = (K + 1) N`, the number of rows after DEE (original plus generated; :math:`3B_0`
     in the paper's notation), and is used with weight :math:`\lambda_2 = 0.01`. ``"mean"`` divides by
     :math:`Z = N` and ``"sum"`` uses :math:`Z = 1`. The inner products are raw (not cosine), signed, and
-    accumulated in float32.
+    accumulated in float32. A NaN or infinite entry gives a NaN loss, also with a single branch (no pair to
+    carry it; ``docs/robustness_losses.rst``).
 
     Args:
         generated: :math:`(K, N, D)` generated embeddings; the official code uses the pre-BN pooled features
@@ -50,7 +52,7 @@ def orthogonal_loss(generated: Tensor, *, normalization: OrthogonalNormalization
     with torch.autocast(device_type=generated.device.type, enabled=False):
         g = generated.to(torch.promote_types(generated.dtype, torch.float32))
         gram = torch.einsum("and,bnd->nab", g, g)  # (N, K, K) per-sample Gram matrices
-        total = torch.triu(gram, diagonal=1).sum()
+        total = torch.triu(gram, diagonal=1).sum() + nonfinite_marker(g)  # triu drops the diagonal, marker keeps NaN
     if normalization == "official":
         return total / max((k + 1) * n, 1)
     if normalization == "mean":

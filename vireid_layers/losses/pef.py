@@ -74,6 +74,13 @@ def _load_state_dict(weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> 
     return state
 
 
+def _check_floating(**tensors: Tensor) -> None:
+    """Raise :class:`TypeError` for an integer (or bool) tensor: the loss compares real-valued images and features."""
+    for name, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
 class PEFLoss(nn.Module):
     r"""Perceptual edge features loss: the stem features against the image's Sobel edges through a frozen VGG-16.
 
@@ -234,6 +241,7 @@ class PEFLoss(nn.Module):
         expected = "(N, C, h, w)" if self.entry == "image" else "(N, 64, h, w)"
         features = check_shape(features, "features", expected, 4)
         images = check_shape(images, "images", "(N, C, H, W)", 4)
+        _check_floating(features=features, images=images)
         if self.entry != "image" and features.shape[1] != 64:
             raise ValueError(
                 f"`features` must have shape (N, 64, h, w) (the stem output) for entry={self.entry!r}, "

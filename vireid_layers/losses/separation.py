@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .._validation import check_shape
+from ._numerics import nonfinite_marker
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["SeparationLoss", "separation_loss"]
@@ -32,7 +33,8 @@ def separation_loss(masks: Tensor, *, reduction: Reduction = "mean") -> Tensor:
     the :math:`24 \times 8` maps of MPANet at initialisation. Its weight (official :math:`\lambda_1 = 0.5`) is
     therefore tied to the input resolution. The Gram matrices are computed in at least float32, also under
     autocast. With :math:`l = 1` there is no pair and the loss is a zero that stays connected to the graph
-    (the official code divides by zero).
+    (the official code divides by zero). A NaN or infinite value in an image's maps makes its loss NaN, also
+    with :math:`l = 1` (``docs/robustness_losses.rst``).
 
     Args:
         masks: :math:`(N, l, H, W)` pattern maps, e.g. :attr:`PAMOutput.masks <vireid_layers.PAMOutput.masks>`
@@ -61,6 +63,7 @@ def separation_loss(masks: Tensor, *, reduction: Reduction = "mean") -> Tensor:
         gram = torch.bmm(flat, flat.transpose(1, 2))  # (N, l, l)
         upper = torch.ones(num_parts, num_parts, dtype=torch.bool, device=masks.device).triu(1)
         per_image = torch.where(upper, gram, torch.zeros_like(gram)).sum(dim=(1, 2)) / pairs
+        per_image = per_image + nonfinite_marker(flat, (1, 2))  # the diagonal is masked out; its NaN is not
     return reduce(per_image, reduction)
 
 

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_embeddings, check_labels, check_positive
+from .._validation import check_embeddings, check_labels
 from ..distances import pairwise_euclidean
+from ._numerics import check_finite_nonnegative
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["HardTripletLoss", "hard_triplet_loss"]
@@ -42,6 +43,12 @@ def hard_triplet_loss(
     so no second derivative), and it keeps the :math:`2N \times D` row differences for the backward pass, as
     autograd kept the gathered rows.
 
+    Non-finite values are never hidden (``docs/robustness_losses.rst``): an anchor whose row of the mining
+    distance matrix holds a NaN or an infinity (a NaN or infinite embedding anywhere in the batch, or squared
+    distances that overflowed, e.g. float32 embeddings of norm :math:`10^{20}`) gets a NaN loss and NaN
+    gradients, as :func:`torch.nn.functional.triplet_margin_loss` gives for a NaN input, also when it has no
+    negative; a NaN or infinite ``margin`` is a :class:`ValueError`.
+
     Args:
         embeddings: :math:`(N, D)` embeddings (the official code uses the pre-BN pooled features).
         labels: :math:`(N,)` identity labels.
@@ -60,7 +67,7 @@ def hard_triplet_loss(
     """
     embeddings = check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
-    check_positive(margin, "margin", allow_zero=True)
+    check_finite_nonnegative(margin, "margin")
     check_reduction(reduction)
     if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
         return reduce(embeddings.sum(1).to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0, reduction)
@@ -69,10 +76,13 @@ def hard_triplet_loss(
         distances = pairwise_euclidean(embeddings)
         positive_index = distances.masked_fill(~positive, -float("inf")).argmax(1)
         negative_index = distances.masked_fill(positive, float("inf")).argmin(1)
+        # A NaN or inf in a row (NaN input, overflowed squared distances) makes its mining meaningless.
+        poisoned = ~torch.isfinite(distances).all(1)
     has_negative = (~positive).any(1)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         x = embeddings.to(torch.promote_types(embeddings.dtype, torch.float32))
-        losses = _HardestPairHinge.apply(x, torch.cat([positive_index, negative_index]), has_negative, float(margin))
+        index = torch.cat([positive_index, negative_index])
+        losses = _HardestPairHinge.apply(x, index, has_negative, poisoned, float(margin))
     return reduce(losses, reduction)
 
 
@@ -89,30 +99,36 @@ class _HardestPairHinge(torch.autograd.Function):
     the hinges, and, for the backward pass, the derivative :math:`c = \pm 1` of each anchor's loss with respect
     to its two distances where the hinge is active (0 where it is not, as ``relu``'s autograd backward at 0),
     divided by the distance (0 where the clamp is active, as the clamp's and the norm's autograd backward).
+    An anchor flagged ``poisoned`` (its mining row was not finite) or whose distances are not finite gets a NaN
+    loss and a NaN slope, so NaN reaches its value and the gradients of its rows instead of a masked 0.
     Backward: :math:`g\, c\, (x_a - x_b) / \lVert x_a - x_b \rVert` is added to the gradient of the anchor row
     and subtracted from that of the mined row (``index_add``). The mined indices are constants of the backward
     pass, which gives the gradient of the official max/min (up to ties). Not twice differentiable.
 
     Inputs ``embeddings`` :math:`(N, D)` in float32 or float64, ``index`` :math:`(2N,)` (the hardest positives,
-    then the hardest negatives), ``has_negative`` :math:`(N,)`; returns the :math:`(N,)` per-anchor losses.
+    then the hardest negatives), ``has_negative`` and ``poisoned`` :math:`(N,)`; returns the :math:`(N,)`
+    per-anchor losses.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, embeddings: Tensor, index: Tensor, has_negative: Tensor, margin: float
+        ctx: Any, embeddings: Tensor, index: Tensor, has_negative: Tensor, poisoned: Tensor, margin: float
     ) -> Tensor:
         # v = x_b - x_a from every anchor a to its mined row b, in the gathered rows' own buffer: (2, N, D).
         diff = embeddings.index_select(0, index).view(2, *embeddings.shape).sub_(embeddings)
         norm = torch.linalg.vector_norm(diff, dim=-1)  # (2, N): anchor-positive, anchor-negative
         hardest_positive, hardest_negative = norm.clamp_min(_MIN_DISTANCE).unbind(0)
         args = hardest_positive - hardest_negative + margin
+        args = torch.where(poisoned, float("nan"), args)  # NaN stays NaN below (clamp and where keep it)
         active = (args > 0) & has_negative  # an anchor without negatives contributes 0
-        slope = active.to(diff.dtype)
-        # d loss / d distance (+1 positive, -1 negative), divided by the distance, 0 where the clamp is active;
-        # negated, so that factor * v = c (x_a - x_b) / ||x_a - x_b||.
-        factor = torch.where(norm >= _MIN_DISTANCE, torch.stack([-slope, slope]) / norm.clamp_min(_MIN_DISTANCE), 0.0)
+        slope = torch.where(torch.isnan(args), args, active.to(diff.dtype))  # NaN: a NaN gradient, not 0
+        # d loss / d distance (+1 positive, -1 negative), divided by the distance, 0 where the clamp is active
+        # (a NaN distance is not "clamped": it keeps its NaN); negated, so that factor * v = c (x_a - x_b) / ||.||.
+        factor = torch.stack([-slope, slope]) / norm.clamp_min(_MIN_DISTANCE)
+        factor = torch.where(norm < _MIN_DISTANCE, 0.0, factor)
         ctx.save_for_backward(index, factor, diff)
-        return torch.where(active, args, 0.0)
+        # relu(args), and for an anchor without negatives 0 (NaN * 0 = NaN: a NaN is not masked out).
+        return torch.where(has_negative, args.clamp_min(0.0), args * 0.0 + 0.0)
 
     @staticmethod
     @once_differentiable
@@ -120,7 +136,7 @@ class _HardestPairHinge(torch.autograd.Function):
         index, factor, diff = ctx.saved_tensors
         g = (factor * grad).unsqueeze(-1) * diff  # (2, N, D): d loss / d x_a through each pair; -d loss / d x_b
         grad_embeddings = g.sum(0).index_add_(0, index, g.flatten(0, 1), alpha=-1.0)
-        return grad_embeddings, None, None, None
+        return grad_embeddings, None, None, None, None
 
 
 class HardTripletLoss(nn.Module):
@@ -142,7 +158,7 @@ class HardTripletLoss(nn.Module):
 
     def __init__(self, margin: float = 0.3, *, reduction: Reduction = "mean") -> None:
         super().__init__()
-        self.margin = check_positive(margin, "margin", allow_zero=True)
+        self.margin = check_finite_nonnegative(margin, "margin")
         self.reduction = check_reduction(reduction)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -9,12 +9,13 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int, check_positive
+from .._validation import check_choice, check_int
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.gem import GeM
 from ..layers.non_local import NonLocal, NonLocalForm
+from ..losses._numerics import at_least_float32, check_finite_nonnegative
 from ..losses.triplet import HardTripletLoss
-from ..losses.wrt import WRTLoss
+from ..losses.wrt import WRTForm, WRTLoss
 from ..modality import Modality
 from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
 
@@ -320,14 +321,22 @@ class AGWCriterion(nn.Module):
 
     :meth:`forward` returns the *unweighted* terms ``{"ce", "wrt"}`` (``{"ce", "triplet"}`` for ``"base"``) and
     :meth:`total` their weighted sum, the interface of :class:`~vireid_layers.engine.Trainer` (as
-    :class:`~vireid_layers.models.DEENCriterion`). Every term is computed in float32 whatever the autocast dtype
-    of the model.
+    :class:`~vireid_layers.models.DEENCriterion`). Every term is computed in at least float32 whatever the
+    autocast dtype of the model: half-precision outputs are promoted to float32, float64 outputs stay float64
+    (``torch.promote_types(dtype, torch.float32)``; never cast down).
+
+    **WRT form.** ``wrt_form="official"`` is the official ``TripletLoss_WRT`` exactly, the loss that trained
+    the published AGW numbers: its negative weights vanish once every negative of an anchor is beyond about
+    14, so on the official network's pooled features (nearest negatives 15–56 apart) its WRT term is 42.44
+    where the default ``wrt_form="stable"`` gives 18.48 (see :func:`~vireid_layers.wrt_loss` and
+    ``docs/agw.rst``). The official AGW recipe passes ``wrt_form="official"``.
 
     Args:
         method: ``"agw"`` (WRT) or ``"base"`` (batch-hard triplet).
         lambda_triplet: weight :math:`\lambda` of the metric term (WRT or triplet).
         margin: triplet margin for ``"base"`` (official 0.3); unused by WRT, which has none.
         normalize: L2-normalise the features inside WRT (AGW ``False``; MSO ``True``).
+        wrt_form: ``"stable"`` (default) or ``"official"``: the ``form`` of :class:`~vireid_layers.WRTLoss`.
 
     Shape:
         - ``out``: an :class:`AGWOutput` of :math:`N` images.
@@ -352,13 +361,16 @@ class AGWCriterion(nn.Module):
         lambda_triplet: float = 1.0,
         margin: float = 0.3,
         normalize: bool = False,
+        wrt_form: WRTForm = "stable",
     ) -> None:
         super().__init__()
         self.method: str = check_choice(method, "method", _METHODS)
-        check_positive(lambda_triplet, "lambda_triplet", allow_zero=True)
+        check_finite_nonnegative(lambda_triplet, "lambda_triplet")
         self.metric_name = "wrt" if self.method == "agw" else "triplet"
         self.weights = {"ce": 1.0, self.metric_name: float(lambda_triplet)}
-        self.metric: nn.Module = WRTLoss(normalize=normalize) if self.method == "agw" else HardTripletLoss(margin)
+        self.metric: nn.Module = (
+            WRTLoss(normalize=normalize, form=wrt_form) if self.method == "agw" else HardTripletLoss(margin)
+        )
 
     def extra_repr(self) -> str:
         """The method and the weight of the metric term."""
@@ -368,8 +380,8 @@ class AGWCriterion(nn.Module):
         """The unweighted loss terms of one (possibly DDP-gathered) batch."""
         labels = batch.identity
         return {
-            "ce": F.cross_entropy(out.logits.float(), labels),
-            self.metric_name: self.metric(out.pooled.float(), labels),
+            "ce": F.cross_entropy(at_least_float32(out.logits), labels),
+            self.metric_name: self.metric(at_least_float32(out.pooled), labels),
         }
 
     def total(self, terms: Mapping[str, Tensor]) -> Tensor:

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_positive
+from .._validation import check_choice
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.dee import DEE
 from ..layers.mfa import MFA, MFAForm
+from ..losses._numerics import at_least_float32, check_finite_nonnegative
 from ..losses.cpm import CPMLoss
 from ..losses.orthogonal import OrthogonalLoss
 from ..losses.triplet import HardTripletLoss
@@ -336,7 +337,9 @@ class DEENCriterion(nn.Module):
 
     :meth:`forward` returns the *unweighted* terms (so that each is logged on its own scale) and
     :meth:`total` their weighted sum, the interface :class:`~vireid_layers.engine.Trainer` expects. Every term
-    is computed in float32 whatever the autocast dtype of the model.
+    is computed in at least float32 whatever the autocast dtype of the model: half-precision outputs are
+    promoted to float32, float64 outputs stay float64 (``torch.promote_types(dtype, torch.float32)``; never
+    cast down). The weights and margins must be finite (a NaN weight is a :class:`ValueError`).
 
     Args:
         lambda_triplet: weight of the triplet loss.
@@ -372,7 +375,7 @@ class DEENCriterion(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("lambda_triplet", lambda_triplet), ("lambda_cpm", lambda_cpm), ("lambda_ort", lambda_ort)):
-            check_positive(value, name, allow_zero=True)
+            check_finite_nonnegative(value, name)
         self.weights = {"ce": 1.0, "triplet": lambda_triplet, "cpm": lambda_cpm, "ort": lambda_ort}
         self.triplet = HardTripletLoss(margin=margin)
         self.cpm = CPMLoss(margin=cpm_margin)
@@ -385,12 +388,12 @@ class DEENCriterion(nn.Module):
     def forward(self, out: DEENOutput, batch: Any) -> dict[str, Tensor]:
         """The unweighted loss terms of one (possibly DDP-gathered) batch."""
         labels, modalities = batch.identity, batch.modality
-        pooled, generated = out.pooled.float(), out.generated.float()
+        pooled, generated = at_least_float32(out.pooled), at_least_float32(out.generated)
         rows = out.per_row(labels)
         return {
-            "ce": F.cross_entropy(out.logits.float(), rows),
+            "ce": F.cross_entropy(at_least_float32(out.logits), rows),
             "triplet": self.triplet(pooled, rows),
-            "cpm": self.cpm(out.original.float(), generated, labels, modalities),
+            "cpm": self.cpm(at_least_float32(out.original), generated, labels, modalities),
             "ort": self.orthogonal(generated),
         }
 

@@ -160,8 +160,18 @@ def score_trials(
         for d, out in zip(distances, (plain, reranked), strict=False):
             q_ids, q_cams = _ids_cams(plan.queries, selection.query, d.device)
             g_ids, g_cams = _ids_cams(plan.gallery, selection.gallery, d.device)
+            # A query whose true matches were all removed is left out, as the official evaluation code does;
+            # the trial's num_valid says how many queries were scored.
             metrics = retrieval_metrics(
-                d, q_ids, g_ids, q_cams, g_cams, exclude=protocol.exclude, max_rank=max_rank, chunk_size=chunk_size
+                d,
+                q_ids,
+                g_ids,
+                q_cams,
+                g_cams,
+                exclude=protocol.exclude,
+                max_rank=max_rank,
+                chunk_size=chunk_size,
+                missing_matches="skip",
             )
             out.append(TrialResult(trial, len(selection.query), len(selection.gallery), metrics))
     plain_result = ProtocolResult(protocol.name, run, protocol.reported_cmc, tuple(plain))
