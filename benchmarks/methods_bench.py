@@ -35,6 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import machine_slug, peak_memory, run_metadata, time_case, validate_metadata
 
 import vireid_layers as vl
+from vireid_layers.data import ImageSample
+from vireid_layers.models import DDAGCriterion, DDAGOutput
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,15 @@ def cases(quick: bool, cpu: bool) -> list[Case]:  # noqa: C901 - one small facto
         m = vl.CGSA(2048 // s, 395).to(dev)
         x, y = _grad(torch.randn(ddag_b, 2048 // s, device=dev), g), _ids(ddag_b, 8).to(dev)
         return lambda: vl.graph_attention_loss(m(x, y), y)
+
+    def ddag_criterion(dev: torch.device, g: bool) -> Callable[[], Any]:
+        criterion = DDAGCriterion(graph_weight=0.5).to(dev)  # the weight of a later epoch: the graph term counts
+        y = _ids(ddag_b, 8).to(dev)
+        pooled = _grad(torch.rand(ddag_b, 2048 // s, device=dev), g)
+        logits, part_logits = (_grad(torch.randn(ddag_b, 395, device=dev), g) for _ in range(2))
+        graph = _grad(torch.randn(ddag_b, 395, device=dev).log_softmax(1), g)
+        out, batch = DDAGOutput(pooled, pooled, logits, pooled, part_logits, graph), ImageSample(None, y, y, y)
+        return lambda: criterion.total(criterion(out, batch))
 
     def mam(dev: torch.device, g: bool) -> Callable[[], Any]:
         m = vl.MAM(2048 // s).to(dev)
@@ -206,6 +217,12 @@ def cases(quick: bool, cpu: bool) -> list[Case]:  # noqa: C901 - one small facto
             "graph_attention (4 heads, dropout 0.2)",
             f"h 4×{ddag_b}×{512 // s}, mask {ddag_b}×{ddag_b} (8 ids × 8)",
             graph_attention,
+        ),
+        Case(
+            "DDAG",
+            "DDAGCriterion (CE + triplet + part + graph)",
+            f"{ddag_b}×2048 pooled, 3 × {ddag_b}×395 logits, 8 ids × 8",
+            ddag_criterion,
         ),
         Case("DDAG", "dynamic_aggregation_weight", "previous-epoch mean (float)", dynamic_weight, host=True),
         Case("DDAG", "DynamicDualAggregation.update + weight", "one batch loss (0-d tensor)", dynamic_tracker, True),

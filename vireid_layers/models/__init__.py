@@ -1,6 +1,8 @@
-"""Networks assembled from the layers: DEEN :cite:`zhang2023deen` and AGW :cite:`ye2021agw`."""
+"""Networks assembled from the layers: DEEN :cite:`zhang2023deen`, AGW :cite:`ye2021agw` and DDAG :cite:`ye2020ddag`."""
 
 from .agw import AGW, OFFICIAL_NON_LOCAL_BLOCKS, AGWCriterion, AGWFeature, AGWMethod, AGWOutput
+from .ddag import DDAG, DDAGFeature, DDAGOutput
+from .ddag_criterion import DDAGCriterion
 from .deen import DEEN, DEENCriterion, DEENOutput, DEENVariant, EmbedMode
 
 __all__ = [
@@ -9,6 +11,10 @@ __all__ = [
     "AGWFeature",
     "AGWMethod",
     "AGWOutput",
+    "DDAG",
+    "DDAGCriterion",
+    "DDAGFeature",
+    "DDAGOutput",
     "DEEN",
     "DEENCriterion",
     "DEENOutput",
