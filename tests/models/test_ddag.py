@@ -685,9 +685,6 @@ def test_non_finite_input_is_not_hidden() -> None:
     assert int(criterion.epoch) == 0 and criterion.graph_weight == 0.0  # and the state is left as it was
 
 
-@pytest.mark.xfail(
-    strict=True, reason="HardTripletLoss masks a NaN row to 0 on this branch; fixed on the losses branch (2eda782)"
-)
 def test_nan_features_give_a_nan_triplet_term() -> None:
     labels = torch.tensor([0, 0, 1, 1])
     out = random_output(4, 2, 3, seed=0, dtype=torch.float32)
