@@ -57,6 +57,18 @@ def test_pair_distances_match_the_definition(metric: str, normalize: bool) -> No
     assert sum(getattr(groups, g).numel() for g in GROUPS) == 14 * 13 // 2
 
 
+def test_float32_features_give_float32_distances(render) -> None:
+    x, ids, mods = _batch(4)
+    groups = pair_distances(x.float(), ids, mods)
+    reference = _reference(x.float(), ids.tolist(), mods.tolist(), "cosine")
+    for name in GROUPS:
+        assert getattr(groups, name).dtype == torch.float32
+        np.testing.assert_allclose(getattr(groups, name).numpy(), reference[name], atol=1e-6)
+    render(plot_distance_histograms(x.float(), ids, mods))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert pair_distances(x.bfloat16(), ids, mods).same_modality_inter.dtype == torch.float32
+
+
 @given(seed=st.integers(0, 2**16), shift=st.integers(-(2**40), 2**40))
 def test_pair_distances_invariances(seed: int, shift: int) -> None:
     x, ids, mods = _batch(seed, n=9)

@@ -38,6 +38,20 @@ def test_pca_matches_numpy_svd_and_its_sign_convention() -> None:
     assert out[:, 0].var() >= out[:, 1].var()
 
 
+def test_randomized_pca_of_large_inputs_matches_numpy_svd() -> None:
+    gen = torch.Generator().manual_seed(6)
+    signal = torch.randn(600, 3, generator=gen, dtype=torch.float64) * torch.tensor([30.0, 12.0, 5.0])
+    x = signal @ torch.randn(3, 530, generator=gen, dtype=torch.float64) + 0.1 * torch.randn(
+        600, 530, generator=gen, dtype=torch.float64
+    )
+    out = project_embeddings(x, method="pca", normalize=False)  # min(N, D) > 512: the randomized SVD
+    centred = x.numpy() - x.numpy().mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    reference = centred @ vt[:2].T
+    scale = np.abs(reference).max()
+    np.testing.assert_allclose(np.abs(out.double().numpy()), np.abs(reference), atol=1e-5 * scale)
+
+
 def test_pca_without_normalisation_and_degenerate_inputs() -> None:
     x = torch.tensor([[3.0, 0.0], [-3.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
     out = project_embeddings(x, method="pca", normalize=False)

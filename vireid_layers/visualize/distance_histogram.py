@@ -62,7 +62,8 @@ def pair_distances(
 
         d_{\cos}(a, b) = 1 - \frac{a^\top b}{\|a\|\,\|b\|}, \qquad d_{\mathrm{euc}}(a, b) = \|a - b\|
 
-    computed in float64 (the Euclidean one through :func:`~vireid_layers.distances.pairwise_euclidean`, after
+    computed in float32, float64 inputs in float64 (the Euclidean one through
+    :func:`~vireid_layers.distances.pairwise_euclidean`, after
     L2 normalisation when ``normalize``). Pair :math:`(i, j)`, :math:`i < j`, is *intra* when
     :math:`y_i = y_j` and *cross-modality* when :math:`m_i \ne m_j`. One :math:`N \times N` matrix is built
     (no loop); its memory is :math:`O(N^2)`, so subsample large test sets first.
@@ -75,7 +76,7 @@ def pair_distances(
         normalize: L2-normalise the features before the Euclidean distance (the cosine one is scale-free).
 
     Returns:
-        :class:`PairDistances`, each a 1-D float64 tensor in row-major pair order (possibly empty).
+        :class:`PairDistances`, each a 1-D tensor in row-major pair order (possibly empty).
 
     Examples:
         >>> from vireid_layers.visualize import pair_distances
@@ -85,6 +86,7 @@ def pair_distances(
         ([0.0], [1.0], [1.0])
     """
     x = check_features(features)
+    x = x.to(torch.promote_types(features.dtype, torch.float32))  # float32 (float64 inputs stay float64)
     n = x.shape[0]
     ids = check_vector(identities, n, "identities")
     mods = check_modality_vector(modalities, n)
@@ -93,8 +95,9 @@ def pair_distances(
     if not isinstance(normalize, bool):
         raise TypeError(f"`normalize` must be a bool, got {type(normalize).__name__} {normalize!r}")
     if metric == "cosine":
-        unit = F.normalize(x, dim=1)
-        d = 1.0 - unit @ unit.T
+        with torch.autocast(device_type=x.device.type, enabled=False):  # fp32 even under a bf16 autocast
+            unit = F.normalize(x, dim=1)
+            d = 1.0 - unit @ unit.T
     else:
         d = pairwise_euclidean(F.normalize(x, dim=1) if normalize else x)
     upper = torch.ones(n, n, dtype=torch.bool).triu(diagonal=1)
@@ -150,6 +153,7 @@ def plot_distance_histograms(
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"`bins` must be an int >= 1, got {bins!r}")
     groups = pair_distances(features, identities, modalities, metric=metric, normalize=normalize)
+    groups = PairDistances(*(g.double() for g in groups))
     everything = torch.cat(list(groups))
     if everything.numel() == 0:
         low, high = 0.0, 1.0

@@ -183,9 +183,12 @@ def plot_ranked_lists(
     q_cams = None if query_cams is None else check_vector(query_cams, distances.shape[0], "query_cams")[index]
     ranked = rank_gallery(distances[index], q_ids, gallery_ids, q_cams, gallery_cams, k=k, exclude=exclude)
     columns = 1 + ranked.indices.shape[1]
-    cell_h = 2.1 * image_width + 0.35  # person crops are about twice as high as wide, plus the caption
-    fig = new_figure(image_width * (columns + 0.3), cell_h * len(rows) + (0.4 if title else 0.15))
-    axes = fig.subplots(len(rows), columns, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.35})
+    first = as_display_image(query_images[rows[0]], "query_images")
+    cell_h = first.shape[0] / first.shape[1] * image_width * 0.92 + 0.3  # the image at the cell's width, the caption
+    top, bottom = (0.75 if title else 0.35), 0.3  # inches: title and column headers; the last captions
+    height = cell_h * len(rows) + top + bottom
+    fig = new_figure(image_width * (columns + 0.3), height)
+    axes = fig.subplots(len(rows), columns, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.25})
     for r, q in enumerate(rows):
         ax = axes[r, 0]
         ax.imshow(as_display_image(query_images[q], "query_images"))
@@ -208,8 +211,8 @@ def plot_ranked_lists(
             if r == 0:
                 ax.set_title(f"rank {j + 1}", fontsize=8)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.05, top=0.9 if title else 0.95)
+        fig.suptitle(title, fontsize=9, y=1 - 0.12 / height, va="top")
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=bottom / height, top=1 - top / height)
     return fig
 
 
