@@ -100,3 +100,19 @@ def test_as_display_image_conversions(tmp_path: Path) -> None:
         as_display_image(torch.zeros(2, 2, 2, 2))
     with pytest.raises(TypeError, match="image"):
         as_display_image(3)  # type: ignore[arg-type]
+
+
+def test_matplotlib_is_imported_only_to_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; import vireid_layers.visualize as v; "
+        "v.pair_distances(torch.randn(4, 3), torch.arange(4), torch.zeros(4, dtype=torch.long)); "
+        "print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    with pytest.raises(ImportError, match=r"vireid-layers\[viz\]"):
+        viz.plot_distance_histograms(torch.randn(4, 3), torch.arange(4), torch.zeros(4, dtype=torch.long))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-ImageLike = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, Tensor]
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
 """An image to draw: a file path, a PIL image, an :math:`(H, W)` / :math:`(H, W, 3)` array or a :math:`(3, H, W)`
 / :math:`(H, W)` tensor; floating-point values in :math:`[0, 1]`, integers in :math:`[0, 255]`."""
 
