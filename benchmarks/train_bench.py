@@ -448,6 +448,8 @@ def measure_config(name: str, argv: list[str], device: torch.device, cache: Path
     with tempfile.TemporaryDirectory(prefix="vireid-bench-inductor-") as fresh:
         cache_dir = str(cache) if cache is not None else fresh
         row = _spawn(name, argv, "time", cache_dir)
+        if row["status"] == "ok" and device.type == "cpu" and "--no-cpu-memory" in argv:
+            row.update(peak_mib=None, step_peak_mib=None)
         if row["status"] != "ok" or device.type == "cuda" or "--no-cpu-memory" in argv:
             return row
         memory = _spawn(name, argv, "memory", cache_dir)
