@@ -261,7 +261,7 @@ def write_trace(fn: Callable[[], Any], device: torch.device, path: Path) -> None
     with raw.open("rb") as src, gzip.open(path, "wb") as dst:
         shutil.copyfileobj(src, dst)
     raw.unlink()
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=12), flush=True)
     print(f"  wrote the profile {path} ({path.stat().st_size} bytes)", flush=True)
 

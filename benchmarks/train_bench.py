@@ -247,7 +247,7 @@ def backbone_workload(model: Any, images: torch.Tensor, modalities: torch.Tensor
             x = backbone.forward_stem(images, modalities)
             for i in range(num_before):
                 x = backbone.forward_stage(i, x)
-            x = x.repeat(rows, 1, 1, 1)
+            x = torch.cat([x] * rows)  # DEE's (1 + K) N rows, in the memory format of the stage output
             for i in range(num_before, backbone.num_stages):
                 x = backbone.forward_stage(i, x)
         return x.float().mean()
@@ -282,7 +282,7 @@ def write_trace(step: Any, device: torch.device, path: Path, steps: int = 2) -> 
     with raw.open("rb") as src, gzip.open(path, "wb") as dst:
         shutil.copyfileobj(src, dst)
     raw.unlink()
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort, row_limit=15)
     return {"trace": str(path), "trace_bytes": path.stat().st_size, "steps": steps, "top_ops": table}
 
