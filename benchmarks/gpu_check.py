@@ -118,7 +118,7 @@ STEP_TIMES: dict[str, tuple[float, float]] = {
     "layers-bench": (35, 10),
     "methods-bench": (25, 10),
     "eval-bench": (40, 15),
-    "render": (40, 15),
+    "render": (60, 20),  # 192 images at 384x144: about 0.1-0.25 s each on one core
     "train-run": (130, 60),
 }
 #: The synthetic dataset of the training run: 16 identities (10 for training), 2 images per camera, 192 images.
