@@ -232,6 +232,74 @@ def time_case(
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Matrix-rate utilisation
+# --------------------------------------------------------------------------------------------------------------
+
+#: Peak dense bf16 tensor-core rate (fp32 accumulation, no sparsity), TFLOP/s, from the vendors' data sheets.
+#: Matched against ``torch.cuda.get_device_name`` in order, the first pattern that occurs wins (so the more
+#: specific names come first). A GPU that is not listed gets a measured large-matmul rate instead.
+PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("GH200", 989.4),
+    ("H200 NVL", 835.5),
+    ("H200", 989.4),  # H200 SXM
+    ("H100 NVL", 835.5),
+    ("H100 PCIE", 756.5),
+    ("H100", 989.4),  # H100 SXM5 ("NVIDIA H100 80GB HBM3")
+    ("H800 PCIE", 756.5),
+    ("H800", 989.4),
+    ("B200", 2250.0),
+    ("A100", 312.0),  # SXM and PCIe
+    ("A800", 312.0),
+    ("A30", 165.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("L40S", 362.1),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.2),
+    ("RTX 6000 ADA", 364.2),
+)
+
+
+def peak_bf16_tflops_from_table(name: str) -> float | None:
+    """The data-sheet peak dense bf16 rate of a GPU named ``name`` (:data:`PEAK_BF16_TFLOPS`), or ``None``."""
+    upper = name.upper()
+    for pattern, tflops in PEAK_BF16_TFLOPS:
+        if pattern in upper:
+            return tflops
+    return None
+
+
+def measured_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float:
+    """The bf16 rate of an ``n x n x n`` matrix product on ``device`` (random data, after a warm-up), TFLOP/s."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=generator)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2.0 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def peak_bf16_tflops(device: torch.device, *, matmul_size: int = 8192) -> dict[str, Any]:
+    """The bf16 matrix rate that utilisation is measured against: the table by device name, else a measured one.
+
+    Returns ``{"tflops", "source", "device_name"}`` with ``source`` ``"table"`` or
+    ``"measured <n>^3 bf16 matmul"``. The CPU has no table entry, so it always gets the measured rate.
+    """
+    name = device_name(device)
+    tflops = peak_bf16_tflops_from_table(name) if device.type == "cuda" else None
+    if tflops is not None:
+        return {"tflops": tflops, "source": "table", "device_name": name}
+    measured = measured_matmul_tflops(device, matmul_size)
+    return {"tflops": measured, "source": f"measured {matmul_size}^3 bf16 matmul", "device_name": name}
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Peak memory
 # --------------------------------------------------------------------------------------------------------------
 

@@ -67,7 +67,15 @@ for path in (HERE, HERE.parent):  # `common` and the in-tree `vireid_layers`
         sys.path.insert(0, str(path))
 
 import torch  # noqa: E402
-from common import MIB, machine_slug, run_metadata, synchronize, time_case, validate_metadata  # noqa: E402
+from common import (  # noqa: E402
+    MIB,
+    machine_slug,
+    peak_bf16_tflops,
+    run_metadata,
+    synchronize,
+    time_case,
+    validate_metadata,
+)
 
 SUITE = "train"
 DEFAULT_OUT = HERE / "results"
@@ -102,6 +110,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny model and images (smoke run, seconds)")
     parser.add_argument("--out", type=Path, default=None, help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--render", type=Path, default=None, help="only rewrite the .md of an existing results JSON")
+    parser.add_argument(
+        "--inductor-cache",
+        type=Path,
+        default=None,
+        help="TORCHINDUCTOR_CACHE_DIR shared by every configuration (default: a fresh, empty one per configuration, "
+        "so the compile time is a cold compilation); a later run with the same directory compiles faster",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="profile two steps of the last configuration with torch.profiler; write a gzipped Chrome trace here",
+    )
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count and the backbone measurement")
+    parser.add_argument(
+        "--no-cpu-memory", action="store_true", help="on the CPU, skip the second (memory) process per configuration"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # one configuration, JSON on stdout
     parser.add_argument("--measure", choices=("time", "memory"), default="time", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -187,6 +212,81 @@ def step_peak_memory(step: Any, device: torch.device) -> dict[str, float | None]
     return {"peak_mib": peak / 1024, "step_peak_mib": (peak - before) / 1024, "before_mib": before / 1024}
 
 
+# --------------------------------------------------------------------------------------------------------------
+# FLOPs, the backbone alone, the profile
+# --------------------------------------------------------------------------------------------------------------
+
+
+def count_flops(fn: Any) -> int:
+    """Matrix FLOPs (matrix products and convolutions, forward and backward) of one ``fn()`` call.
+
+    ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per multiply-add of every ``mm``/``bmm``/
+    ``addmm``/convolution/attention op, the backward ones included; elementwise work is not counted.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def backbone_workload(model: Any, images: torch.Tensor, modalities: torch.Tensor, amp: str | None) -> Any:
+    """The backbone's share of a DEEN step: ``forward() -> loss`` and ``step()`` (forward, backward).
+
+    What DEEN runs through its two-stream ResNet: the modality stems and the stages before DEE on the N images,
+    then the stages after DEE on the (1 + K) N rows DEE produces (48 images and 96 generated rows in the SYSU
+    setting). MFA, DEE, the head and the losses are left out; the loss is the mean of the last feature map.
+    The parameters are the model's own (so channels_last and the dtype follow the configuration); the gradients
+    are dropped after every step.
+    """
+    backbone, num_before, rows = model.backbone, len(model.mfa), 1 + model.num_branches
+
+    def forward() -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
+            x = backbone.forward_stem(images, modalities)
+            for i in range(num_before):
+                x = backbone.forward_stage(i, x)
+            x = torch.cat([x] * rows)  # DEE's (1 + K) N rows, in the memory format of the stage output
+            for i in range(num_before, backbone.num_stages):
+                x = backbone.forward_stage(i, x)
+        return x.float().mean()
+
+    return forward
+
+
+def _backbone_step(forward: Any, model: Any) -> Any:
+    def step() -> None:
+        forward().backward()
+        for p in model.backbone.parameters():
+            p.grad = None
+
+    return step
+
+
+def write_trace(step: Any, device: torch.device, path: Path, steps: int = 2) -> dict[str, Any]:
+    """Profile ``steps`` calls of ``step()`` (CPU and CUDA activity) and write a gzipped Chrome trace."""
+    import gzip
+    import shutil
+
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+            synchronize(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(path.name.removesuffix(".gz") + ".tmp")
+    prof.export_chrome_trace(str(raw))
+    with raw.open("rb") as src, gzip.open(path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    raw.unlink()
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=15)
+    return {"trace": str(path), "trace_bytes": path.stat().st_size, "steps": steps, "top_ops": table}
+
+
 #: glibc settings of the CPU memory process: storages of 64 KiB or more are mmapped and unmapped on free.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
@@ -249,6 +349,14 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     min_run_time = args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0)
     effective = max(min_run_time, (args.min_runs - 0.5) * one)
     timing = time_case(step, device=device, min_run_time=effective, known_call_s=one, label=name)
+    extra: dict[str, Any] = {}
+    if not args.no_flops:
+        extra.update(measure_backbone(trainer, images, modalities.to(device), amp, compile_, device, args))
+        eager, trainer.model = trainer.model, trainer.module  # the FLOPs of the same step, counted eagerly
+        extra["step_flops"] = count_flops(step)
+        trainer.model = eager
+    if args.trace is not None:
+        extra["profile"] = write_trace(step, device, args.trace)
     return {
         "config": name,
         "description": DESCRIPTIONS[name],
@@ -271,6 +379,38 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": warmup_times,
         "num_threads": torch.get_num_threads(),
         "loss_terms": {k: float(v) for k, v in terms.items()},
+        **extra,
+    }
+
+
+def measure_backbone(
+    trainer: Any,
+    images: torch.Tensor,
+    modalities: torch.Tensor,
+    amp: str | None,
+    compile_: bool,
+    device: torch.device,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """FLOPs and time of the backbone alone (:func:`backbone_workload`), compiled like the configuration."""
+    model = trainer.module
+    forward = backbone_workload(model, images, modalities, amp)
+    flops = count_flops(_backbone_step(forward, model))
+    step = _backbone_step(torch.compile(forward) if compile_ else forward, model)
+    warm = []
+    for _ in range(max(args.warmup, 1)):
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        warm.append(time.perf_counter() - start)
+    min_run_time = args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0)
+    timing = time_case(step, device=device, min_run_time=min_run_time, known_call_s=warm[-1], label="backbone")
+    return {
+        "backbone_flops": flops,
+        "backbone_median_ms": timing["median_s"] * 1e3,
+        "backbone_iqr_ms": None if timing["iqr_s"] is None else timing["iqr_s"] * 1e3,
+        "backbone_runs": timing["runs"],
+        "backbone_warmup_s": warm,
     }
 
 
@@ -298,20 +438,81 @@ def _spawn(name: str, argv: list[str], measure: str, cache_dir: str) -> dict[str
     return {"config": name, "description": DESCRIPTIONS[name], "status": "error", "reason": f"{measure}: {tail}"[:500]}
 
 
-def measure_config(name: str, argv: list[str], device: torch.device) -> dict[str, Any]:
+def measure_config(name: str, argv: list[str], device: torch.device, cache: Path | None = None) -> dict[str, Any]:
     """The timing process, then on the CPU the memory process; their rows merged.
 
-    Both share a fresh inductor cache directory: the timing process compiles from scratch (its warm-up time
-    is a cold compilation), the memory process reuses what it compiled.
+    Both share an inductor cache directory: a fresh one by default, so the timing process compiles from scratch
+    (its warm-up time is a cold compilation) and the memory process reuses what it compiled; ``cache``
+    (``--inductor-cache``) instead, shared by every configuration and kept.
     """
-    with tempfile.TemporaryDirectory(prefix="vireid-bench-inductor-") as cache_dir:
+    with tempfile.TemporaryDirectory(prefix="vireid-bench-inductor-") as fresh:
+        cache_dir = str(cache) if cache is not None else fresh
         row = _spawn(name, argv, "time", cache_dir)
-        if row["status"] != "ok" or device.type == "cuda":
+        if row["status"] == "ok" and device.type == "cpu" and "--no-cpu-memory" in argv:
+            row.update(peak_mib=None, step_peak_mib=None)
+        if row["status"] != "ok" or device.type == "cuda" or "--no-cpu-memory" in argv:
             return row
         memory = _spawn(name, argv, "memory", cache_dir)
     if memory.get("status") == "error":
         return {**row, "status": "error", "reason": memory["reason"]}
     return {**row, **{k: v for k, v in memory.items() if k != "config"}}
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
+#: The goals of the GPU check (``benchmarks/gpu_check.py``) for the full SYSU setting on CUDA.
+GOAL_SPEEDUP = 2.0  # amp-bf16-cl-compile images/s over eager-fp32
+GOAL_BACKBONE_SHARE = 0.40  # the backbone's FLOP rate over the device's peak bf16 matrix rate
+
+
+def utilisation(results: dict[str, Any], peak: dict[str, Any]) -> None:
+    """Add the FLOP rates and their share of ``peak`` to every row, and the goals' verdicts to ``results``."""
+    tflops = peak["tflops"]
+    for r in results["cases"]:
+        if r.get("status") != "ok" or "step_flops" not in r:
+            continue
+        r["step_tflops"] = r["step_flops"] / (r["median_ms"] / 1e3) / 1e12
+        r["step_share_of_peak"] = r["step_tflops"] / tflops
+        r["backbone_tflops"] = r["backbone_flops"] / (r["backbone_median_ms"] / 1e3) / 1e12
+        r["backbone_share_of_peak"] = r["backbone_tflops"] / tflops
+    rows = {r["config"]: r for r in results["cases"] if r.get("status") == "ok"}
+    base, best = rows.get("eager-fp32"), rows.get("amp-bf16-cl-compile")
+    goals: dict[str, Any] = {}
+    if base is not None and best is not None:
+        speedup = best["images_per_s"] / base["images_per_s"]
+        goals["speedup"] = {
+            "what": "amp-bf16-cl-compile images/s over eager-fp32",
+            "value": speedup,
+            "threshold": GOAL_SPEEDUP,
+            "met": speedup >= GOAL_SPEEDUP,
+        }
+    measured = {c: r for c, r in rows.items() if "backbone_share_of_peak" in r}
+    if measured:
+        config = (
+            "amp-bf16-cl-compile"
+            if "amp-bf16-cl-compile" in measured
+            else max(measured, key=lambda c: measured[c]["backbone_share_of_peak"])
+        )
+        share = measured[config]["backbone_share_of_peak"]
+        goals["backbone_share"] = {
+            "what": f"backbone FLOP rate ({config}) over the peak bf16 matrix rate ({peak['source']})",
+            "value": share,
+            "threshold": GOAL_BACKBONE_SHARE,
+            "met": share >= GOAL_BACKBONE_SHARE,
+        }
+    results["peak_bf16"] = peak
+    results["goals"] = goals
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -380,7 +581,59 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {r['description']} | {_fmt(r['median_ms'])} | {_fmt(r['iqr_ms'], 2)} | {r['runs']} | "
             f"{_fmt(r['images_per_s'])} | {speed} | {_fmt(r['peak_mib'])} | {_fmt(r['step_peak_mib'])} | {warm} |"
         )
+    lines += utilisation_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def utilisation_markdown(results: dict[str, Any]) -> list[str]:
+    """The FLOP-rate table and the goals (files written before the FLOP count have none: nothing is added)."""
+    peak = results.get("peak_bf16")
+    rows = [r for r in results["cases"] if "backbone_share_of_peak" in r]
+    if peak is None or not rows:
+        return []
+    lines = [
+        "",
+        f"Matrix FLOPs (`torch.utils.flop_counter`: matrix products and convolutions, forward and backward) over "
+        f"time, against the peak bf16 matrix rate **{peak['tflops']:.1f} TFLOP/s** ({peak['source']}; "
+        f"{peak['device_name']}). *Backbone*: the two-stream ResNet alone as DEEN runs it (the stems and the "
+        "stages before DEE on the batch, the stages after DEE on the (1 + K)·N DEE rows), forward and backward, "
+        "timed on its own in the same configuration.",
+        "",
+        "| configuration | step GFLOP | step TFLOP/s | share of peak | backbone GFLOP | backbone ms | "
+        "backbone TFLOP/s | backbone share of peak |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['description']} | {r['step_flops'] / 1e9:,.0f} | {r['step_tflops']:.2f} | "
+            f"{100 * r['step_share_of_peak']:.1f} % | {r['backbone_flops'] / 1e9:,.0f} | "
+            f"{_fmt(r['backbone_median_ms'])} | {r['backbone_tflops']:.2f} | "
+            f"{100 * r['backbone_share_of_peak']:.1f} % |"
+        )
+    goals = results.get("goals", {})
+    if goals:
+        lines += ["", "| goal | measured | threshold | verdict |", "|---|---:|---:|---|"]
+        for goal in goals.values():
+            verdict = "met" if goal["met"] else "**missed**"
+            lines.append(f"| {goal['what']} | {goal['value']:.3g} | {goal['threshold']:.3g} | {verdict} |")
+    return lines
+
+
+def report_utilisation(results: dict[str, Any], device: torch.device, quick: bool) -> None:
+    """Take the peak bf16 rate (table or measured), add the FLOP rates and goals to ``results``, print them."""
+    size = 512 if quick else 8192 if device.type == "cuda" else 2048
+    utilisation(results, peak_bf16_tflops(device, matmul_size=size))
+    peak = results["peak_bf16"]
+    print(f"  peak bf16 matrix rate: {peak['tflops']:.1f} TFLOP/s ({peak['source']}, {peak['device_name']})")
+    for r in results["cases"]:
+        if "backbone_share_of_peak" in r:
+            print(
+                f"  {r['config']:22s} step {r['step_tflops']:.2f} TFLOP/s ({100 * r['step_share_of_peak']:.1f} %), "
+                f"backbone {r['backbone_tflops']:.2f} TFLOP/s ({100 * r['backbone_share_of_peak']:.1f} % of peak)"
+            )
+    for name, goal in results["goals"].items():
+        verdict = "met" if goal["met"] else "MISSED"
+        print(f"  goal {name}: {goal['value']:.3g} (>= {goal['threshold']:.3g}) {verdict}: {goal['what']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,14 +669,17 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "min_run_time_s": args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0),
             "min_runs": args.min_runs,
+            "inductor_cache": "shared: " + str(args.inductor_cache) if args.inductor_cache else "fresh per config",
         },
         "cases": [],
     }
     print(
         f"{suite}: {setting['backbone']} {setting['height']}x{setting['width']}, batch {setting['batch']} on {device}"
     )
+    forwarded = _without_option(forwarded, "--trace")
     for name in args.configs:
-        row = measure_config(name, forwarded, device)
+        trace = ["--trace", str(args.trace)] if args.trace is not None and name == args.configs[-1] else []
+        row = measure_config(name, forwarded + trace, device, args.inductor_cache)
         results["cases"].append(row)
         results["total_runtime_s"] = time.perf_counter() - start
         if row["status"] == "ok":
@@ -433,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             print(f"  {name:22s} ERROR: {row['reason']}")
+    if not args.no_flops:
+        report_utilisation(results, device, args.quick)
     results["complete"] = True
     results["metadata"]["loadavg_end"] = _loadavg()
     errors = validate_metadata(results["metadata"])

@@ -46,3 +46,95 @@ def fresh_dynamo() -> Iterator[None]:
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The device the tests run on
+# --------------------------------------------------------------------------------------------------------------
+#
+# * `--device DEVICE` (or the environment variable VIREID_TEST_DEVICE; default "cpu") sets the `device` fixture:
+#   a test that takes `device` builds its modules and tensors there, so `pytest --device cuda tests/...` runs those
+#   tests on the GPU. Every test that takes `device` is marked `cuda` when the device is a CUDA one, so
+#   `pytest -m cuda --device cuda` selects them together with the tests written for CUDA only.
+# * A test that takes `target_device` runs once per device: "cpu" always, "cuda" (marked `cuda`), and the
+#   configured `--device` when it is neither (e.g. "cuda:1").
+# * A test marked `cuda` is skipped, with the reason printed, when no CUDA device is present; asking for
+#   `--device cuda` without one is a usage error rather than a run in which every device test is skipped.
+
+DEVICE_ENV = "VIREID_TEST_DEVICE"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default=None,
+        help=f"torch device of the tests that take the `device` fixture (default: ${DEVICE_ENV} or 'cpu')",
+    )
+
+
+def configured_device(config: pytest.Config) -> torch.device:
+    """The device of the `device` fixture: ``--device``, else ``$VIREID_TEST_DEVICE``, else the CPU."""
+    name = config.getoption("--device") or os.environ.get(DEVICE_ENV) or "cpu"
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise pytest.UsageError(f"--device / {DEVICE_ENV}: {name!r} is not a torch device ({error})") from None
+
+
+def _is_cuda(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = configured_device(config)
+    if _is_cuda(device) and not torch.cuda.is_available():
+        raise pytest.UsageError(f"--device {device}: CUDA is not available on this machine")
+    if _is_cuda(device) and device.index is not None and device.index >= torch.cuda.device_count():
+        raise pytest.UsageError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) present")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return f"vireid test device: {configured_device(config)} (CUDA: {cuda})"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `target_device` over the CPU, CUDA (marked `cuda`) and the configured device."""
+    if "target_device" not in metafunc.fixturenames:
+        return
+    names = ["cpu", "cuda"]
+    configured = str(configured_device(metafunc.config))
+    if configured not in names:
+        names.append(configured)
+    params = [
+        pytest.param(torch.device(n), id=n, marks=[pytest.mark.cuda] if n.startswith("cuda") else []) for n in names
+    ]
+    metafunc.parametrize("target_device", params)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the `cuda` marks added here count for `-m cuda`
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    device = configured_device(config)
+    skip = pytest.mark.skip(reason="needs a CUDA device (none is present)")
+    for item in items:
+        if _is_cuda(device) and "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cuda)
+        if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def device(pytestconfig: pytest.Config) -> torch.device:
+    """The device the test builds its modules and tensors on (``--device``, ``$VIREID_TEST_DEVICE``, or the CPU)."""
+    return configured_device(pytestconfig)
+
+
+@pytest.fixture
+def exact_float32() -> Iterator[None]:
+    """No TF32 in CUDA matrix products and convolutions during the test (float32 compared with a reference)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
