@@ -209,7 +209,7 @@ def check_batch_statistics(x: Tensor, name: str, training: bool, *, per_position
 
 def check_labels(labels: object, n: int, name: str = "labels") -> Tensor:
     """Check an integer label vector of length ``n`` (one label per row of the batch)."""
-    labels = check_shape(labels, name, f"({n},)", why="one per row of the batch")
+    labels = check_shape(labels, name, f"({n},)", why="one label per row of the batch")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(f"`{name}` must be an integer tensor, got dtype {labels.dtype}")
     return labels
@@ -217,7 +217,7 @@ def check_labels(labels: object, n: int, name: str = "labels") -> Tensor:
 
 def check_modalities(modalities: object, n: int, name: str = "modalities") -> Tensor:
     """Check a modality vector of length ``n`` holding only 0 (visible) and 1 (infrared)."""
-    modalities = check_shape(modalities, name, f"({n},)", why="one per row of the batch")
+    modalities = check_shape(modalities, name, f"({n},)", why="one modality per row of the batch")
     if modalities.is_floating_point() or modalities.is_complex():
         raise TypeError(f"`{name}` must be an integer or bool tensor, got dtype {modalities.dtype}")
     if not torch.compiler.is_compiling() and modalities.numel() > 0:
