@@ -18,6 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ._deprecation import keyword_only
+
 __all__ = [
     "Centers",
     "class_centers",
@@ -30,12 +32,22 @@ __all__ = [
 ]
 
 
-def _at_least_fp32(x: Tensor) -> Tensor:
-    """Upcast half and bfloat16 to float32; keep float32 and float64 as they are."""
+SQUARED_DISTANCE_EPS = 1e-12
+"""The official clamp of squared distances before the square root, ``clamp(min=1e-12).sqrt()``."""
+
+MIN_DISTANCE = SQUARED_DISTANCE_EPS**0.5
+r"""The smallest distance the library returns, :math:`\sqrt{10^{-12}} = 10^{-6}`: the clamp of the losses that
+compute norms of differences themselves (:func:`paired_euclidean`, the hand-written backward passes of the
+triplet and CPM losses) derives from :data:`SQUARED_DISTANCE_EPS`, so both spellings give the same values."""
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """Half precision promoted to float32; float32 and float64 as they are (never cast down, unlike ``.float()``)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def safe_sqrt(x: Tensor, eps: float = 1e-12) -> Tensor:
+@keyword_only("eps")
+def safe_sqrt(x: Tensor, *, eps: float = SQUARED_DISTANCE_EPS) -> Tensor:
     r"""Square root of ``x`` clamped below at ``eps``: finite value and finite gradient at zero.
 
     .. math:: \operatorname{safe\_sqrt}(x) = \sqrt{\max(x, \epsilon)}
@@ -71,19 +83,19 @@ def pairwise_squared_euclidean(x: Tensor, y: Tensor | None = None) -> Tensor:
                 [25.,  0.]])
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x = _at_least_fp32(x)
+        x = at_least_float32(x)
         xx = x.pow(2).sum(dim=-1, keepdim=True)
         if y is None:
             y, yy = x, xx.transpose(-1, -2)
         else:
-            y = _at_least_fp32(y)
+            y = at_least_float32(y)
             yy = y.pow(2).sum(dim=-1, keepdim=True).transpose(-1, -2)
         if x.ndim == 2:
             return torch.addmm(xx + yy, x, y.t(), beta=1.0, alpha=-2.0)
         return torch.baddbmm(xx + yy, x, y.transpose(-1, -2), beta=1.0, alpha=-2.0)
 
 
-def pairwise_euclidean(x: Tensor, y: Tensor | None = None, *, eps: float = 1e-12) -> Tensor:
+def pairwise_euclidean(x: Tensor, y: Tensor | None = None, *, eps: float = SQUARED_DISTANCE_EPS) -> Tensor:
     r"""Euclidean distance matrix in float32 with a safe square root.
 
     .. math:: D_{ij} = \sqrt{\max(\|x_i\|^2 + \|y_j\|^2 - 2 x_i^\top y_j,\ \epsilon)}
@@ -102,10 +114,10 @@ def pairwise_euclidean(x: Tensor, y: Tensor | None = None, *, eps: float = 1e-12
         tensor([[1.0000e-06, 5.0000e+00],
                 [5.0000e+00, 1.0000e-06]])
     """
-    return safe_sqrt(pairwise_squared_euclidean(x, y), eps)
+    return safe_sqrt(pairwise_squared_euclidean(x, y), eps=eps)
 
 
-def paired_euclidean(x: Tensor, y: Tensor, *, eps: float = 1e-12) -> Tensor:
+def paired_euclidean(x: Tensor, y: Tensor, *, eps: float = SQUARED_DISTANCE_EPS) -> Tensor:
     r"""Euclidean distance between matching rows, :math:`\sqrt{\max(\|x_i - y_i\|^2, \epsilon)}`, in float32.
 
     Computed from the difference of the rows (one subtraction, one square, one sum: cheaper and more
@@ -125,7 +137,7 @@ def paired_euclidean(x: Tensor, y: Tensor, *, eps: float = 1e-12) -> Tensor:
     """
     with torch.autocast(device_type=x.device.type, enabled=False):
         # ||x - y|| clamped at sqrt(eps): the value of sqrt(max(d^2, eps)), zero gradient below, fewer passes.
-        return torch.linalg.vector_norm(_at_least_fp32(x) - _at_least_fp32(y), dim=-1).clamp_min(eps**0.5)
+        return torch.linalg.vector_norm(at_least_float32(x) - at_least_float32(y), dim=-1).clamp_min(eps**0.5)
 
 
 def first_occurrence(labels: Tensor) -> Tensor:
@@ -191,7 +203,7 @@ def class_modality_centers(x: Tensor, labels: Tensor, modalities: Tensor | None 
     num_modalities = 1 if modalities is None else 2
     index = slot if modalities is None else modalities.long() * n + slot
     with torch.autocast(device_type=x.device.type, enabled=False):
-        xf = _at_least_fp32(x)
+        xf = at_least_float32(x)
         sums = xf.new_zeros((*x.shape[:-2], num_modalities * n, x.shape[-1]))
         sums = sums.index_add(-2, index, xf)
         counts = xf.new_zeros(num_modalities * n).index_add(0, index, xf.new_ones(n))

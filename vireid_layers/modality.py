@@ -47,8 +47,11 @@ class Modality(enum.IntEnum):
         raise ValueError(f"`modal` must be 1 (visible) or 2 (thermal/infrared), got {modal!r}")
 
     @classmethod
-    def parse(cls, value: str | int | Modality) -> Modality:
-        """Accept a :class:`Modality`, 0/1, or a name (``"visible"``, ``"rgb"``, ``"infrared"``, ``"ir"``, ...)."""
+    def parse(cls, value: str | int | Modality, *, name: str = "modality") -> Modality:
+        """Accept a :class:`Modality`, 0/1, or a name (``"visible"``, ``"rgb"``, ``"infrared"``, ``"ir"``, ...).
+
+        ``name`` is the argument named in the :class:`ValueError` (e.g. ``"modalities"`` for a backbone).
+        """
         if isinstance(value, cls):
             return value
         if isinstance(value, str):
@@ -58,8 +61,7 @@ class Modality(enum.IntEnum):
             if key in {"infrared", "ir", "thermal", "nir", "t", "i"}:
                 return cls.INFRARED
             raise ValueError(
-                "`modality` must be 'visible' (or 'rgb', 'vis') or 'infrared' (or 'ir', 'thermal', 'nir'), "
-                f"got {value!r}"
+                f"`{name}` must be 'visible' (or 'rgb', 'vis') or 'infrared' (or 'ir', 'thermal', 'nir'), got {value!r}"
             )
         if not isinstance(value, bool):
             try:
@@ -68,7 +70,7 @@ class Modality(enum.IntEnum):
                 index = None
             if index in (0, 1):
                 return cls(index)
-        raise ValueError(f"`modality` must be 0 (visible), 1 (infrared) or a modality name, got {value!r}")
+        raise ValueError(f"`{name}` must be 0 (visible), 1 (infrared) or a modality name, got {value!r}")
 
 
 def split_by_modality(x: Tensor, modalities: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -54,7 +54,7 @@ def test_official_has_no_state() -> None:
 
 
 def test_learnable_parameter() -> None:
-    pool = GeM(4.0, learnable=True, dtype=F64)
+    pool = GeM(p=4.0, learnable=True, dtype=F64)
     assert isinstance(pool.p, torch.nn.Parameter) and pool.p.shape == (1,) and pool.p.dtype == F64
     assert list(pool.state_dict()) == ["p"]  # the ReID-survey GeneralizedMeanPoolingP key
     assert float(pool.p.detach()) == 4.0 and pool.clamp == 1e-6
@@ -75,32 +75,32 @@ def test_reference(p: float) -> None:
     x = torch.rand(2, 3, 4, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     x[0, 0] = 0.0  # an all-zero channel: (0 + eps)^(1/p)
     expected = loop_gem(x, p)
-    torch.testing.assert_close(gem(x, p), expected)
-    torch.testing.assert_close(GeM(p)(x), expected)
-    assert gem(x, p).dtype == F64
+    torch.testing.assert_close(gem(x, p=p), expected)
+    torch.testing.assert_close(GeM(p=p)(x), expected)
+    assert gem(x, p=p).dtype == F64
 
 
 def test_reference_clamp_and_learnable() -> None:
     x = torch.randn(2, 3, 4, 3, generator=torch.Generator().manual_seed(1), dtype=F64)  # signed
     expected = loop_gem(x, 3.0, clamp_min=1e-6)
-    torch.testing.assert_close(gem(x, 3.0, clamp_min=1e-6), expected)
+    torch.testing.assert_close(gem(x, p=3.0, clamp_min=1e-6), expected)
     torch.testing.assert_close(GeM(learnable=True, dtype=F64)(x), expected)
     torch.testing.assert_close(GeM(clamp=1e-6)(x), expected)
-    torch.testing.assert_close(gem(x, torch.tensor([3.0], dtype=F64), clamp_min=1e-6), expected)
+    torch.testing.assert_close(gem(x, p=torch.tensor([3.0], dtype=F64), clamp_min=1e-6), expected)
 
 
 def test_special_cases() -> None:
     x = positive(2, 4, 5, 3)
-    torch.testing.assert_close(gem(x, 1.0, eps=0.0), F.adaptive_avg_pool2d(x, 1).flatten(1))
-    torch.testing.assert_close(gem(x, 200.0, eps=0.0), x.amax((2, 3)), rtol=2e-2, atol=0.0)
+    torch.testing.assert_close(gem(x, p=1.0, eps=0.0), F.adaptive_avg_pool2d(x, 1).flatten(1))
+    torch.testing.assert_close(gem(x, p=200.0, eps=0.0), x.amax((2, 3)), rtol=2e-2, atol=0.0)
     constant = torch.full((1, 2, 3, 3), 2.5, dtype=F64)
-    torch.testing.assert_close(gem(constant, 3.0, eps=0.0), torch.full((1, 2), 2.5, dtype=F64))
+    torch.testing.assert_close(gem(constant, p=3.0, eps=0.0), torch.full((1, 2), 2.5, dtype=F64))
 
 
 def test_module_matches_functional() -> None:
     x = torch.rand(2, 5, 6, 3)
-    torch.testing.assert_close(GeM(2.0, eps=1e-8)(x), gem(x, 2.0, eps=1e-8))
-    torch.testing.assert_close(GeM(learnable=True)(x), gem(x, 3.0, clamp_min=1e-6))
+    torch.testing.assert_close(GeM(p=2.0, eps=1e-8)(x), gem(x, p=2.0, eps=1e-8))
+    torch.testing.assert_close(GeM(learnable=True)(x), gem(x, p=3.0, clamp_min=1e-6))
 
 
 # -------------------------------------------------------------------------------------------- the NaN trap
@@ -113,7 +113,7 @@ def test_nan_trap_negative_input() -> None:
     assert torch.isfinite(gem(x, clamp_min=1e-6)).all()
     assert torch.isfinite(GeM(learnable=True)(x)).all()
     assert torch.isfinite(GeM(clamp=1e-6)(x)).all()
-    assert gem(x, 2.5).isnan().all()  # a non-integer p: NaN for any negative value
+    assert gem(x, p=2.5).isnan().all()  # a non-integer p: NaN for any negative value
 
 
 def test_learnable_p_needs_the_clamp() -> None:
@@ -123,7 +123,7 @@ def test_learnable_p_needs_the_clamp() -> None:
     x[:, :, 0, 0] = 0.0
     x.requires_grad_(True)
     for clamp, finite in ((None, False), ("auto", True)):
-        pool = GeM(0.5, learnable=True, clamp=clamp)
+        pool = GeM(p=0.5, learnable=True, clamp=clamp)
         pool(x).sum().backward()
         assert torch.isfinite(x.grad).all() == finite
         assert torch.isfinite(pool.p.grad).all()  # PyTorch sets x^p log x to 0 at x = 0
@@ -138,14 +138,14 @@ def test_learnable_p_needs_the_clamp() -> None:
 
 def test_gradcheck_fixed_p() -> None:
     x = positive(2, 2, 3, 2).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: gem(t, 3.0), (x,))
+    assert torch.autograd.gradcheck(lambda t: gem(t, p=3.0), (x,))
     assert torch.autograd.gradcheck(GeM(dtype=F64), (x,))
 
 
 def test_gradcheck_learnable_p() -> None:
     x = positive(2, 2, 3, 2, seed=1).requires_grad_(True)
     p = torch.tensor([2.5], dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t, q: gem(t, q, clamp_min=1e-6), (x, p))
+    assert torch.autograd.gradcheck(lambda t, q: gem(t, p=q, clamp_min=1e-6), (x, p))
     pool = GeM(learnable=True, dtype=F64)
 
     def fn(t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -167,15 +167,15 @@ def test_gradcheck_learnable_p() -> None:
 def test_properties(p: float, scale: float, hw: tuple[int, int], seed: int) -> None:
     """Between the mean and the max, positively homogeneous, invariant to permuting the positions."""
     x = positive(2, 3, *hw, seed=seed)
-    out = gem(x, p, eps=0.0)
+    out = gem(x, p=p, eps=0.0)
     mean, peak = x.mean((2, 3)), x.amax((2, 3))
     if p >= 1.0:
         assert (out >= mean * (1 - 1e-9)).all()
     assert (out <= peak * (1 + 1e-9)).all()
-    torch.testing.assert_close(gem(scale * x, p, eps=0.0), scale * out)
+    torch.testing.assert_close(gem(scale * x, p=p, eps=0.0), scale * out)
     perm = torch.randperm(hw[0] * hw[1], generator=torch.Generator().manual_seed(seed))
     shuffled = x.flatten(2)[..., perm].view_as(x)
-    torch.testing.assert_close(gem(shuffled, p, eps=0.0), out)
+    torch.testing.assert_close(gem(shuffled, p=p, eps=0.0), out)
 
 
 # --------------------------------------------------------------------------------------- compile / dtypes
@@ -212,9 +212,12 @@ def test_bf16_autocast_and_half_inputs() -> None:
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "name"),
     [
-        ((0.0,), {}, ValueError, "`p`"),
-        ((-3.0,), {}, ValueError, "`p`"),
-        (("3",), {}, TypeError, "`p`"),
+        ((), {"p": 0.0}, ValueError, "`p`"),
+        ((), {"p": -3.0}, ValueError, "`p`"),
+        ((), {"p": "3"}, TypeError, "`p`"),
+        ((), {"p": float("nan")}, ValueError, "`p`"),
+        ((), {"p": float("inf")}, ValueError, "`p`"),
+        ((), {"eps": float("nan")}, ValueError, "`eps`"),
         ((), {"eps": -1.0}, ValueError, "`eps`"),
         ((), {"clamp": 0.0}, ValueError, "`clamp`"),
         ((), {"clamp": -1e-6}, ValueError, "`clamp`"),
@@ -259,6 +262,6 @@ def test_exception_input(x: object, error: type, message: str) -> None:
 
 def test_extra_repr() -> None:
     assert GeM().extra_repr() == "p=3.0, learnable=False, eps=1e-12, clamp=None"
-    assert repr(GeM(2.0, learnable=True)) == "GeM(p=2.0, learnable=True, eps=1e-12, clamp=1e-06)"
+    assert repr(GeM(p=2.0, learnable=True)) == "GeM(p=2.0, learnable=True, eps=1e-12, clamp=1e-06)"
     assert "clamp=0.001" in repr(GeM(clamp=1e-3))
-    assert math.isclose(GeM(4).p, 4.0)
+    assert math.isclose(GeM(p=4).p, 4.0)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from vireid_layers.layers._checks import matmul_chain
+from vireid_layers.layers._matmul import matmul_chain
 from vireid_layers.layers.mfa import MFA
 
 F64 = torch.float64

@@ -170,7 +170,7 @@ def test_module_matches_functional() -> None:
     x, labels, _ = sampler_batch(3, seed=1)
     for anchors in ("official", "paper"):
         torch.testing.assert_close(
-            CenterClusterLoss(0.5, anchors=anchors)(x, labels),
+            CenterClusterLoss(margin=0.5, anchors=anchors)(x, labels),
             center_cluster_loss(x, labels, margin=0.5, anchors=anchors),
         )
 
@@ -303,7 +303,7 @@ def test_exception() -> None:
     with pytest.raises(ValueError, match="`anchors`"):
         CenterClusterLoss(anchors="k_size")
     with pytest.raises(TypeError, match="`margin`"):
-        CenterClusterLoss("0.7")
+        CenterClusterLoss(margin="0.7")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------- compile / dtype
@@ -334,4 +334,4 @@ def test_bf16_autocast_finite() -> None:
 
 def test_extra_repr() -> None:
     assert CenterClusterLoss().extra_repr() == "margin=0.7, anchors='official'"
-    assert repr(CenterClusterLoss(0.5, anchors="paper")) == "CenterClusterLoss(margin=0.5, anchors='paper')"
+    assert repr(CenterClusterLoss(margin=0.5, anchors="paper")) == "CenterClusterLoss(margin=0.5, anchors='paper')"

@@ -574,7 +574,7 @@ def test_bf16_autocast(form: str) -> None:
 def test_module_matches_functional(margin: float, form: str) -> None:
     original, generated, labels, modalities = sampler_batch([0, 1, 2], 2, 4, 2, torch.float32, seed=11)
     torch.testing.assert_close(
-        CPMLoss(margin, form=form)(original, generated, labels, modalities),
+        CPMLoss(margin=margin, form=form)(original, generated, labels, modalities),
         cpm_loss(original, generated, labels, modalities, margin=margin, form=form),
         rtol=0,
         atol=0,

@@ -502,3 +502,33 @@ def test_extra_repr() -> None:
     assert ModalityClassifiers(14336, 395).extra_repr() == "14336, 395"
     assert MutualMeanLoss().extra_repr() == "direction='official'"
     assert repr(MutualMeanLoss(direction="paper")) == "MutualMeanLoss(direction='paper')"
+
+
+# ------------------------------------------------------------------------------------------------ reduction
+
+
+@pytest.mark.parametrize("direction", ["official", "paper"])
+def test_mutual_mean_reduction(direction: str) -> None:
+    """``"none"`` gives the per-row divergences; ``"mean"`` (the default, unchanged) and ``"sum"`` reduce them."""
+    logits, mean_logits = torch.randn(6, 5, dtype=F64), torch.randn(6, 5, dtype=F64)
+    modalities = torch.tensor([0, 1, 1, 0, 1, 1])
+    log_p, log_q = F.log_softmax(logits, 1), F.log_softmax(mean_logits, 1)
+    if direction == "official":
+        expected = F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(1)  # KL(p || q) per row
+    else:
+        expected = F.kl_div(log_p, log_q, reduction="none", log_target=True).sum(1)  # KL(q || p) per row
+    rows = mutual_mean_loss(logits, mean_logits, modalities, direction=direction, reduction="none")
+    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(
+        mutual_mean_loss(logits, mean_logits, modalities, direction=direction, reduction="sum"), expected.sum()
+    )
+    mean = mutual_mean_loss(logits, mean_logits, modalities, direction=direction)
+    visible = modalities == 0
+    reference = expected.mean() if direction == "official" else expected[visible].mean() + expected[~visible].mean()
+    torch.testing.assert_close(mean, reference)
+    module = MutualMeanLoss(direction=direction, reduction="none")
+    torch.testing.assert_close(module(logits, mean_logits, modalities), rows)
+    assert repr(module) == f"MutualMeanLoss(direction={direction!r}, reduction='none')"
+    with pytest.raises(ValueError, match="`reduction`"):
+        mutual_mean_loss(logits, mean_logits, modalities, reduction="batchmean")  # type: ignore[arg-type]
+    assert mutual_mean_loss(logits[:0], mean_logits[:0], modalities[:0], reduction="none").shape == (0,)

@@ -53,7 +53,7 @@ def test_smoke() -> None:
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_shape(normalization: str, k: int) -> None:
-    assert orthogonal_loss(torch.randn(k, 5, 3), normalization=normalization).shape == ()
+    assert orthogonal_loss(torch.randn(k, 5, 3), reduction=normalization).shape == ()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -71,7 +71,7 @@ def test_dtype_follows_input(dtype: torch.dtype) -> None:
 def test_reference(dtype: torch.dtype, normalization: str, k: int) -> None:
     generated = _generated(k, 7, 6, dtype).requires_grad_(True)
     reference_input = generated.detach().clone().requires_grad_(True)
-    actual = orthogonal_loss(generated, normalization=normalization)
+    actual = orthogonal_loss(generated, reduction=normalization)
     expected = loop_orthogonal(reference_input, normalization)
     assert_close_at(actual, expected, dtype)
     (grad,) = torch.autograd.grad(actual, generated)
@@ -91,14 +91,14 @@ def test_official_k2(dtype: torch.dtype) -> None:
 def test_signed_and_unnormalised() -> None:
     """Raw inner products, no cosine and no absolute value: scaling by s scales the loss by s^2."""
     generated = torch.tensor([[[1.0, 0.0]], [[-3.0, 0.5]]])
-    assert orthogonal_loss(generated, normalization="sum").item() == -3.0
+    assert orthogonal_loss(generated, reduction="sum").item() == -3.0
     torch.testing.assert_close(orthogonal_loss(10 * generated), 100 * orthogonal_loss(generated))
 
 
 def test_gradcheck() -> None:
     generated = _generated(3, 4, 5, F64).requires_grad_(True)
     for normalization in NORMALIZATIONS:
-        fn = functools.partial(orthogonal_loss, normalization=normalization)
+        fn = functools.partial(orthogonal_loss, reduction=normalization)
         assert torch.autograd.gradcheck(fn, (generated,), eps=1e-6, atol=1e-4)
 
 
@@ -123,7 +123,7 @@ def test_pairwise_sum_identity(generated: torch.Tensor, normalization: str) -> N
     g = generated.to(F64)
     total = ((g.sum(0) ** 2).sum() - (g**2).sum()) / 2
     expected = {"official": total / max((k + 1) * n, 1), "mean": total / max(n, 1), "sum": total}[normalization]
-    actual = orthogonal_loss(generated, normalization=normalization)
+    actual = orthogonal_loss(generated, reduction=normalization)
     assert torch.isfinite(actual)
     scale = (g**2).sum() / max(n, 1) + 1.0
     torch.testing.assert_close(actual.to(F64), expected, rtol=1e-5, atol=1e-6 * float(scale))
@@ -153,7 +153,7 @@ def test_finite_gradients(generated: torch.Tensor) -> None:
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_single_branch(normalization: str) -> None:
     generated = torch.randn(1, 4, 3, requires_grad=True)
-    loss = orthogonal_loss(generated, normalization=normalization)
+    loss = orthogonal_loss(generated, reduction=normalization)
     assert loss.item() == 0 and loss.requires_grad
     loss.backward()
     assert generated.grad is not None and generated.grad.abs().max() == 0
@@ -163,7 +163,7 @@ def test_single_branch(normalization: str) -> None:
 @pytest.mark.parametrize("shape", [(2, 0, 3), (0, 4, 3), (3, 0, 0)])
 def test_empty(normalization: str, shape: tuple[int, int, int]) -> None:
     generated = torch.zeros(shape, requires_grad=True)
-    loss = orthogonal_loss(generated, normalization=normalization)
+    loss = orthogonal_loss(generated, reduction=normalization)
     assert loss.shape == () and loss.item() == 0 and loss.requires_grad
     loss.backward()
 
@@ -171,7 +171,7 @@ def test_empty(normalization: str, shape: tuple[int, int, int]) -> None:
 def test_single_sample() -> None:
     generated = torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]], requires_grad=True)
     torch.testing.assert_close(orthogonal_loss(generated), torch.tensor(11.0 / 3))
-    torch.testing.assert_close(orthogonal_loss(generated, normalization="mean"), torch.tensor(11.0))
+    torch.testing.assert_close(orthogonal_loss(generated, reduction="mean"), torch.tensor(11.0))
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -194,10 +194,14 @@ def test_exception(generated: object, error: type[Exception]) -> None:
 
 @pytest.mark.parametrize("normalization", ["Official", "none", "cosine", None])
 def test_bad_normalization(normalization: object) -> None:
-    with pytest.raises(ValueError, match="normalization"):
+    """The former keyword (now ``reduction``) keeps its old choices, with a FutureWarning."""
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="normalization"):
         orthogonal_loss(torch.randn(2, 3, 4), normalization=normalization)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="normalization"):
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="normalization"):
         OrthogonalLoss(normalization=normalization)  # type: ignore[arg-type]
+    if normalization != "none":  # "none" is a reduction now (per sample)
+        with pytest.raises(ValueError, match="reduction"):
+            orthogonal_loss(torch.randn(2, 3, 4), reduction=normalization)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------ compile / amp / module
@@ -207,10 +211,10 @@ def test_bad_normalization(normalization: object) -> None:
 @pytest.mark.parametrize("normalization", NORMALIZATIONS)
 def test_compile(normalization: str) -> None:
     generated = torch.randn(3, 5, 4)
-    module = OrthogonalLoss(normalization=normalization)
+    module = OrthogonalLoss(reduction=normalization)
     expected = module(generated)
     torch.testing.assert_close(torch.compile(module, backend="eager", fullgraph=True)(generated), expected)
-    functional = functools.partial(orthogonal_loss, normalization=normalization)
+    functional = functools.partial(orthogonal_loss, reduction=normalization)
     torch.testing.assert_close(torch.compile(functional, backend="eager", fullgraph=True)(generated), expected)
 
 
@@ -230,13 +234,45 @@ def test_bf16_autocast() -> None:
 def test_module_matches_functional(normalization: str) -> None:
     generated = torch.randn(3, 5, 4)
     torch.testing.assert_close(
-        OrthogonalLoss(normalization=normalization)(generated),
-        orthogonal_loss(generated, normalization=normalization),
+        OrthogonalLoss(reduction=normalization)(generated),
+        orthogonal_loss(generated, reduction=normalization),
         rtol=0,
         atol=0,
     )
 
 
 def test_extra_repr() -> None:
-    assert repr(OrthogonalLoss(normalization="mean")) == "OrthogonalLoss(normalization='mean')"
-    assert "normalization='official'" in repr(OrthogonalLoss())
+    assert repr(OrthogonalLoss(reduction="mean")) == "OrthogonalLoss(reduction='mean')"
+    assert "reduction='official'" in repr(OrthogonalLoss())
+
+
+# ------------------------------------------------------------------------------------------------ reduction
+
+
+def test_reduction_none_is_per_sample() -> None:
+    generated = torch.randn(3, 5, 4, dtype=F64)
+    rows = orthogonal_loss(generated, reduction="none")
+    assert rows.shape == (5,)
+    expected = torch.stack(
+        [sum(generated[a, n] @ generated[b, n] for a in range(3) for b in range(a + 1, 3)) for n in range(5)]
+    )
+    torch.testing.assert_close(rows, expected)
+    torch.testing.assert_close(rows.sum(), orthogonal_loss(generated, reduction="sum"))
+    torch.testing.assert_close(rows.mean(), orthogonal_loss(generated, reduction="mean"))
+    torch.testing.assert_close(OrthogonalLoss(reduction="none")(generated), rows)
+    # a NaN reaches its own sample's row only, also with a single branch
+    poisoned = generated.clone()
+    poisoned[1, 2, 0] = float("nan")
+    assert orthogonal_loss(poisoned, reduction="none").isnan().tolist() == [False, False, True, False, False]
+    assert orthogonal_loss(poisoned[:1], reduction="none").isnan().tolist() == [False, False, False, False, False]
+    single = generated[:1].clone()
+    single[0, 3, 1] = float("nan")
+    assert orthogonal_loss(single, reduction="none").isnan().tolist() == [False, False, False, True, False]
+    assert orthogonal_loss(torch.randn(2, 0, 4), reduction="none").shape == (0,)
+
+
+@pytest.mark.usefixtures("fresh_dynamo")
+def test_reduction_none_compiles() -> None:
+    generated = torch.randn(3, 5, 4)
+    fn = torch.compile(functools.partial(orthogonal_loss, reduction="none"), backend="eager", fullgraph=True)
+    torch.testing.assert_close(fn(generated), orthogonal_loss(generated, reduction="none"))

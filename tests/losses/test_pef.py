@@ -379,3 +379,28 @@ def test_extra_repr() -> None:
     assert PEFLoss().extra_repr() == "entry='conv1_2', block_output='pool', combine='sum'"
     text = repr(PEFLoss(entry="image", block_output="relu", combine="abs"))
     assert "entry='image', block_output='relu', combine='abs'" in text
+
+
+# ------------------------------------------------------------------------------------------------ reduction
+
+
+def test_reduction() -> None:
+    """``"none"`` gives the per-image losses; ``"mean"`` (the default) and ``"sum"`` are their reductions."""
+    torch.manual_seed(0)
+    pef = PEFLoss(weights=None, dtype=F64)
+    features, images = inputs(n=4)
+    modalities = torch.tensor([0, 1, 1, 1])
+    per_image = PEFLoss(weights=None, dtype=F64, reduction="none")
+    per_image.load_state_dict(pef.state_dict())
+    rows = per_image(features, images)
+    assert rows.shape == (4,) and (rows >= 0).all()
+    torch.testing.assert_close(per_image(features, images, modalities), rows, rtol=0, atol=0)
+    torch.testing.assert_close(pef(features, images), rows.mean())
+    # with modalities, "mean" averages within each modality and adds the two averages (Eq. 2)
+    torch.testing.assert_close(pef(features, images, modalities), rows[0] + rows[1:].mean())
+    summed = PEFLoss(weights=None, dtype=F64, reduction="sum")
+    summed.load_state_dict(pef.state_dict())
+    torch.testing.assert_close(summed(features, images, modalities), rows.sum())
+    assert "reduction='none'" in repr(per_image) and "reduction" not in repr(pef)
+    with pytest.raises(ValueError, match="`reduction` must be one of"):
+        PEFLoss(weights=None, reduction="max")  # type: ignore[arg-type]

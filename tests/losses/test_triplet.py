@@ -360,7 +360,7 @@ def test_bf16_autocast() -> None:
 def test_module_matches_functional(margin: float, reduction: str) -> None:
     x, labels = _batch(torch.float32)
     torch.testing.assert_close(
-        HardTripletLoss(margin, reduction=reduction)(x, labels),
+        HardTripletLoss(margin=margin, reduction=reduction)(x, labels),
         hard_triplet_loss(x, labels, margin=margin, reduction=reduction),
         rtol=0,
         atol=0,
@@ -368,7 +368,7 @@ def test_module_matches_functional(margin: float, reduction: str) -> None:
 
 
 def test_extra_repr() -> None:
-    assert repr(HardTripletLoss(0.5, reduction="sum")) == "HardTripletLoss(margin=0.5, reduction='sum')"
+    assert repr(HardTripletLoss(margin=0.5, reduction="sum")) == "HardTripletLoss(margin=0.5, reduction='sum')"
     assert "margin=0.3" in repr(HardTripletLoss()) and "reduction='mean'" in repr(HardTripletLoss())
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import numbers
 import os
 import pickle
 from collections import OrderedDict
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 from timm.layers import BlurPool2d, Conv2dSame
 from torch import Tensor, nn
 
-from .._validation import check_int, check_modalities, check_shape
+from .._deprecation import renamed_keyword
+from .._validation import check_floating, check_int, check_modalities, check_shape
 from ..modality import Modality, merge_by_modality, split_by_modality
 
 __all__ = ["TwoStreamBackbone", "build_two_stream_backbone"]
@@ -68,7 +70,7 @@ class TwoStreamBackbone(nn.Module):
 
     Shape:
         - ``x``: :math:`(N, C_{in}, H, W)` floating point.
-        - ``modality``: :math:`(N,)` integer or bool tensor of 0 (visible) / 1 (infrared), or a single
+        - ``modalities``: :math:`(N,)` integer or bool tensor of 0 (visible) / 1 (infrared), or a single
           ``int`` / :class:`~vireid_layers.Modality` for a batch of one modality.
         - Output: :math:`(N, C_{last}, H / r_{last}, W / r_{last})`, the last stage's feature map.
 
@@ -170,7 +172,8 @@ class TwoStreamBackbone(nn.Module):
             f"channels={list(self._channels)}, reductions={list(self._reductions)}"
         )
 
-    def forward_stem(self, x: Tensor, modality: Tensor | int | Modality) -> Tensor:
+    @renamed_keyword("modality", "modalities")
+    def forward_stem(self, x: Tensor, modalities: Tensor | int | Modality) -> Tensor:
         """Run every sample through the stem of its modality.
 
         With a tensor, the rows of each modality are gathered, run through their stem and scattered back
@@ -181,18 +184,19 @@ class TwoStreamBackbone(nn.Module):
 
         Args:
             x: :math:`(N, C_{in}, H, W)` images.
-            modality: :math:`(N,)` tensor of 0 (visible) / 1 (infrared), or one ``int`` /
-                :class:`~vireid_layers.Modality` for the whole batch (evaluation).
+            modalities: :math:`(N,)` tensor of 0 (visible) / 1 (infrared), or one ``int`` /
+                :class:`~vireid_layers.Modality` for the whole batch (evaluation). Formerly ``modality``
+                (still accepted as a keyword, with a :class:`FutureWarning`, for one release).
 
         Returns:
             :math:`(N, C_0, H / r_0, W / r_0)` stem features in batch order.
         """
         x = self._check_images(x)
-        if not isinstance(modality, Tensor):
-            stem = self.infrared_stem if _parse_modality(modality) == Modality.INFRARED else self.visible_stem
+        if not isinstance(modalities, Tensor):
+            stem = self.infrared_stem if _parse_modality(modalities) == Modality.INFRARED else self.visible_stem
             return stem(x)
-        modality = _check_modality_tensor(modality, x.shape[0])
-        visible, infrared, visible_index, infrared_index = split_by_modality(x, modality)
+        modalities = check_modalities(modalities, x.shape[0])
+        visible, infrared, visible_index, infrared_index = split_by_modality(x, modalities)
         return merge_by_modality(
             self.visible_stem(visible), self.infrared_stem(infrared), visible_index, infrared_index
         )
@@ -208,11 +212,10 @@ class TwoStreamBackbone(nn.Module):
         Returns:
             :math:`(N, C_{index}, H / r_{index}, W / r_{index})` feature map.
         """
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TypeError(f"`index` must be an int, got {type(index).__name__} {index!r}")
-        if not 0 <= index < len(self.stages):
+        check_int(index, "index", minimum=0)
+        if index >= len(self.stages):
             raise ValueError(f"`index` must be in [0, {len(self.stages)}), got {index}")
-        check_shape(x, "x", "(N, C, h, w)", 4)
+        check_shape(x, "x", "(N, C, h, w)")
         return self.stages[index](x)
 
     def forward_stages(self, x: Tensor) -> Tensor:
@@ -224,65 +227,57 @@ class TwoStreamBackbone(nn.Module):
         Returns:
             the last stage's feature map.
         """
-        check_shape(x, "x", f"(N, {self._stem_channels}, h, w)", 4)
-        if x.shape[1] != self._stem_channels:
-            raise ValueError(
-                f"`x` must have shape (N, {self._stem_channels}, h, w) (the stem output), got shape {tuple(x.shape)}"
-            )
+        check_shape(x, "x", f"(N, {self._stem_channels}, h, w)", why="the stem output")
         for stage in self.stages:
             x = stage(x)
         return x
 
     @overload
     def forward_features(
-        self, x: Tensor, modality: Tensor | int | Modality, *, return_stages: Literal[False] = ...
+        self, x: Tensor, modalities: Tensor | int | Modality, *, return_stages: Literal[False] = ...
     ) -> Tensor: ...
 
     @overload
     def forward_features(
-        self, x: Tensor, modality: Tensor | int | Modality, *, return_stages: Literal[True]
+        self, x: Tensor, modalities: Tensor | int | Modality, *, return_stages: Literal[True]
     ) -> list[Tensor]: ...
 
+    @renamed_keyword("modality", "modalities")
     def forward_features(
-        self, x: Tensor, modality: Tensor | int | Modality, *, return_stages: bool = False
+        self, x: Tensor, modalities: Tensor | int | Modality, *, return_stages: bool = False
     ) -> Tensor | list[Tensor]:
         """Stem and all stages; the last feature map, or every intermediate one.
 
         Args:
             x: :math:`(N, C_{in}, H, W)` images.
-            modality: as in :meth:`forward_stem`.
+            modalities: as in :meth:`forward_stem`.
             return_stages: return ``[stem, stage_1, ..., stage_S]`` instead of the last map.
 
         Returns:
             the last stage's :math:`(N, C_{last}, h, w)` map, or the list of the stem output and every stage
             output.
         """
-        features = [self.forward_stem(x, modality)]
+        features = [self.forward_stem(x, modalities)]
         for stage in self.stages:
             features.append(stage(features[-1]))
         return features if return_stages else features[-1]
 
-    def forward(self, x: Tensor, modality: Tensor | int | Modality) -> Tensor:
-        """Last feature map of ``x``, each sample through the stem of its ``modality``.
+    @renamed_keyword("modality", "modalities")
+    def forward(self, x: Tensor, modalities: Tensor | int | Modality) -> Tensor:
+        """Last feature map of ``x``, each sample through the stem of its modality.
 
         Args:
             x: :math:`(N, C_{in}, H, W)` images.
-            modality: :math:`(N,)` tensor of 0 (visible) / 1 (infrared), or one ``int`` /
-                :class:`~vireid_layers.Modality` for the whole batch.
+            modalities: :math:`(N,)` tensor of 0 (visible) / 1 (infrared), or one ``int`` /
+                :class:`~vireid_layers.Modality` for the whole batch (formerly ``modality``).
 
         Returns:
             :math:`(N, C_{last}, H / r_{last}, W / r_{last})` feature map.
         """
-        return self.forward_features(x, modality)
+        return self.forward_features(x, modalities)
 
     def _check_images(self, x: Tensor) -> Tensor:
-        expected = f"(N, {self.in_chans}, H, W)"
-        x = check_shape(x, "x", expected, 4)
-        if not x.is_floating_point():
-            raise TypeError(f"`x` must be a floating-point tensor, got dtype {x.dtype}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"`x` must have shape {expected}, got shape {tuple(x.shape)}")
-        return x
+        return check_floating(check_shape(x, "x", f"(N, {self.in_chans}, H, W)"), "x")
 
 
 def build_two_stream_backbone(
@@ -347,9 +342,7 @@ def build_two_stream_backbone(
         ([64, 128, 256, 512], [4, 8, 16, 16])
     """
     _check_model_name(name)
-    if isinstance(last_stride, bool) or not isinstance(last_stride, int):
-        raise TypeError(f"`last_stride` must be an int, got {type(last_stride).__name__} {last_stride!r}")
-    if last_stride not in (1, 2):
+    if check_int(last_stride, "last_stride", minimum=0) not in (1, 2):
         raise ValueError(f"`last_stride` must be 1 or 2, got {last_stride}")
     check_int(in_chans, "in_chans")
     checkpoint = _check_pretrained(pretrained)
@@ -435,25 +428,13 @@ class _SamePaddedConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, 1, 0, self.dilation, self.groups)
 
 
-def _parse_modality(modality: object) -> Modality:
-    if isinstance(modality, bool) or not isinstance(modality, int):
+def _parse_modality(value: object) -> Modality:
+    """One modality for the whole batch: an ``int`` or a :class:`Modality` (a tensor takes the other path)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(
-            f"`modality` must be an (N,) tensor, an int or a Modality, got {type(modality).__name__} {modality!r}"
+            f"`modalities` must be an (N,) tensor, an int or a Modality, got {type(value).__name__} {value!r}"
         )
-    if modality not in (Modality.VISIBLE, Modality.INFRARED):
-        raise ValueError(f"`modality` must be 0 (visible) or 1 (infrared), got {modality!r}")
-    return Modality(modality)
-
-
-def _check_modality_tensor(modality: Tensor, n: int) -> Tensor:
-    modality = check_shape(modality, "modality", f"({n},)", 1)
-    if modality.is_floating_point() or modality.is_complex():
-        raise TypeError(f"`modality` must be an integer or bool tensor, got dtype {modality.dtype}")
-    if modality.shape[0] != n:
-        raise ValueError(
-            f"`modality` must have shape ({n},) to match the batch of `x`, got shape {tuple(modality.shape)}"
-        )
-    return check_modalities(modality, n, "modality")
+    return Modality.parse(value, name="modalities")
 
 
 def _check_model_name(name: object) -> None:

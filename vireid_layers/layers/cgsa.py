@@ -9,8 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_embeddings, check_labels, check_positive, check_probability, check_tensor
-from ._checks import check_floating
+from .._validation import (
+    check_embeddings,
+    check_floating,
+    check_labels,
+    check_nonnegative,
+    check_probability,
+    check_shape,
+)
 
 __all__ = ["CGSA", "graph_attention"]
 
@@ -74,24 +80,13 @@ def graph_attention(
                 [0.5000, 0.5000, 0.0000],
                 [0.0000, 0.0000, 1.0000]])
     """
-    h = check_tensor(h, "h")
-    if h.ndim < 2:
-        raise ValueError(f"`h` must have shape (*, N, d), got shape {tuple(h.shape)}")
-    check_floating(h, "h")
+    h = check_floating(check_shape(h, "h", "(*, N, d)"), "h")
     n, d = h.shape[-2], h.shape[-1]
-    adjacency_mask = check_tensor(adjacency_mask, "adjacency_mask")
-    if adjacency_mask.ndim < 2 or tuple(adjacency_mask.shape[-2:]) != (n, n):
-        raise ValueError(
-            f"`adjacency_mask` must have shape ({n}, {n}) to match `h` of shape {tuple(h.shape)}, "
-            f"got {tuple(adjacency_mask.shape)}"
-        )
+    context = f"to match `h` of shape {tuple(h.shape)}"
+    mask_shape = f"({n}, {n})" if isinstance(adjacency_mask, Tensor) and adjacency_mask.ndim <= 2 else f"(*, {n}, {n})"
+    adjacency_mask = check_shape(adjacency_mask, "adjacency_mask", mask_shape, why=context)
     for name, vector in (("a_src", a_src), ("a_dst", a_dst)):
-        check_tensor(vector, name)
-        check_floating(vector, name)
-        if vector.ndim < 1 or vector.shape[-1] != d:
-            raise ValueError(
-                f"`{name}` must have shape (*, {d}) to match `h` of shape {tuple(h.shape)}, got {tuple(vector.shape)}"
-            )
+        check_floating(check_shape(vector, name, f"(*, {d})", why=context), name)
     check_probability(dropout, "dropout")
     if adjacency_mask.dtype != torch.bool:
         adjacency_mask = adjacency_mask > 0
@@ -227,7 +222,7 @@ class CGSA(nn.Module):
         self.in_features, self.num_classes = in_features, num_classes
         self.hidden, self.heads = hidden, heads
         self.dropout = check_probability(dropout, "dropout")
-        self.negative_slope = check_positive(negative_slope, "negative_slope", allow_zero=True)
+        self.negative_slope = check_nonnegative(negative_slope, "negative_slope")
         self.output_elu = output_elu
         dd: dict[str, Any] = {"device": device, "dtype": dtype}
         self.attentions = _GraphAttentionLayer(in_features, hidden, heads, dd)
@@ -242,10 +237,8 @@ class CGSA(nn.Module):
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
         """Graph-attend the batch within each identity and return per-node log-probabilities over identities."""
-        features = check_embeddings(features, "features")
+        features = check_shape(check_embeddings(features, "features"), "features", f"(N, {self.in_features})")
         n = features.shape[0]
-        if features.shape[1] != self.in_features:
-            raise ValueError(f"`features` must have shape (N, {self.in_features}), got shape {tuple(features.shape)}")
         labels = check_labels(labels, n)
         mask = labels.unsqueeze(1) == labels.unsqueeze(0)  # (N, N), self-loops included
         x = F.dropout(features, self.dropout, self.training)

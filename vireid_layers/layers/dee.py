@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .._validation import check_probability
-from ._checks import check_map
+from .._validation import check_map, check_probability
 
 __all__ = ["DEE"]
 

@@ -7,13 +7,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_positive
-from ._checks import check_map
+from .._deprecation import keyword_only
+from .._validation import check_map, check_nonnegative, check_positive
 
 __all__ = ["GeM", "gem"]
 
 
-def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float | None = None) -> Tensor:
+@keyword_only("p", "eps", "clamp_min")
+def gem(x: Tensor, *, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float | None = None) -> Tensor:
     r"""Generalised-mean pooling over the positions: :math:`\big(\operatorname{mean}(x^p) + \epsilon\big)^{1/p}`.
 
     .. math::
@@ -57,7 +58,7 @@ def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float
 
     Examples:
         >>> x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
-        >>> gem(x, 1.0), gem(x, 3.0)
+        >>> gem(x, p=1.0), gem(x, p=3.0)
         (tensor([[2.5000]]), tensor([[2.9240]]))
         >>> gem(-x).isnan().item(), gem(-x, clamp_min=1e-6).isnan().item()
         (True, False)
@@ -65,7 +66,7 @@ def gem(x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-12, clamp_min: float
     x = check_map(x, "x", why="the mean over no position is undefined")
     if not isinstance(p, Tensor):  # a tensor p (learnable) is not checked: that would sync every call
         check_positive(p, "p")
-    check_positive(eps, "eps", allow_zero=True)
+    check_nonnegative(eps, "eps")
     if clamp_min is not None:
         check_positive(clamp_min, "clamp_min")
     return _gem(x, p, eps, clamp_min)
@@ -114,10 +115,11 @@ class GeM(nn.Module):
         GeM(p=3.0, learnable=True, eps=1e-12, clamp=1e-06)
     """
 
+    @keyword_only("p")
     def __init__(
         self,
-        p: float = 3.0,
         *,
+        p: float = 3.0,
         learnable: bool = False,
         eps: float = 1e-12,
         clamp: float | Literal["auto"] | None = "auto",
@@ -129,7 +131,7 @@ class GeM(nn.Module):
             raise TypeError(f"`learnable` must be a bool, got {type(learnable).__name__} {learnable!r}")
         self.init_p = check_positive(p, "p")
         self.learnable = learnable
-        self.eps = check_positive(eps, "eps", allow_zero=True)
+        self.eps = check_nonnegative(eps, "eps")
         if clamp == "auto":
             self.clamp: float | None = 1e-6 if learnable else None
         elif clamp is None:

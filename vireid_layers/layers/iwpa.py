@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_shape
-from ._checks import check_batch_statistics, check_floating, check_map
+from .._validation import check_batch_statistics, check_choice, check_floating, check_map, check_shape
 
 __all__ = ["IWPA", "IWPAForm"]
 
@@ -182,13 +181,9 @@ class IWPA(nn.Module):
                     f"BN_neck(GAP(x)) of shape ({n}, {self.channels}), got None"
                 )
             global_feature = x.mean(dim=(2, 3))
-        check_shape(global_feature, "global_feature", f"({n}, {self.channels})", 2)
+        context = f"to match `x` of shape {tuple(x.shape)}"
+        check_shape(global_feature, "global_feature", f"({n}, {self.channels})", why=context)
         check_floating(global_feature, "global_feature")
-        if tuple(global_feature.shape) != (n, self.channels):
-            raise ValueError(
-                f"`global_feature` must have shape ({n}, {self.channels}) to match `x` of shape {tuple(x.shape)}, "
-                f"got {tuple(global_feature.shape)}"
-            )
         check_batch_statistics(x, "x", self.training, per_position=False)
         q, k, v = self._embed(parts)
         # Softmax attention over p parts, unscaled logits as officially (Eq. 2-4): R = softmax(Q K^T) V.

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_positive
-from ._checks import check_map
+from .._validation import check_map, check_positive
 
 __all__ = ["MAM"]
 

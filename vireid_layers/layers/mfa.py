@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice
-from ._checks import check_batch_statistics, check_map, matmul_chain
+from .._validation import check_batch_statistics, check_choice, check_map
+from ._matmul import matmul_chain
 
 __all__ = ["MFA", "MFAForm"]
 

@@ -7,8 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice
-from ._checks import check_batch_statistics, check_map
+from .._validation import check_batch_statistics, check_choice, check_map
 
 __all__ = ["NonLocal", "NonLocalForm"]
 

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_map
+from .._validation import check_map
 
 __all__ = ["PAM", "PAMOutput"]
 

@@ -8,9 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice
+from .._validation import check_choice, check_map
 from ..distances import safe_sqrt
-from ._checks import check_map
 
 __all__ = ["SobelCombine", "SobelEdges", "sobel_edges", "sobel_kernels"]
 

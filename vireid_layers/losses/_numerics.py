@@ -1,38 +1,22 @@
-"""What the losses share about non-finite values: finite hyperparameters, NaN that propagates, safe normalisation.
+"""What the losses share about non-finite values: NaN that propagates, safe normalisation, no precision loss.
 
 The contract (``docs/robustness_losses.rst``): a loss never turns a non-finite input, or a distance that
 overflowed, into a plausible finite number. A NaN or an infinity anywhere in a floating-point input gives a
 non-finite loss (NaN, as :func:`torch.nn.functional.triplet_margin_loss` does), even where the offending row is
-masked out of the computation; a non-finite hyperparameter is a :class:`ValueError`.
+masked out of the computation; a non-finite hyperparameter is a :class:`ValueError`
+(:func:`~vireid_layers._validation.check_positive` and
+:func:`~vireid_layers._validation.check_nonnegative`, the library's one validation module).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from .._validation import check_positive
+from .._validation import check_nonnegative as check_finite_nonnegative  # noqa: F401  (models/ import it here)
+from ..distances import at_least_float32
 
-__all__ = ["at_least_float32", "check_finite_nonnegative", "l2_normalize", "nonfinite_marker"]
-
-
-def at_least_float32(x: Tensor) -> Tensor:
-    """Half precision promoted to float32; float32 and float64 as they are (never cast down, unlike ``.float()``)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def check_finite_nonnegative(value: float, name: str, *, allow_zero: bool = True) -> float:
-    """Check a real hyperparameter that must be finite and ``>= 0`` (``> 0`` without ``allow_zero``).
-
-    :func:`~vireid_layers._validation.check_positive` alone lets NaN through (``nan < 0`` is false) and
-    accepts ``inf``; a NaN margin silently made every hinge inactive.
-    """
-    value = check_positive(value, name, allow_zero=allow_zero)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value}")
-    return value
+__all__ = ["at_least_float32", "l2_normalize", "nonfinite_marker"]
 
 
 def nonfinite_marker(x: Tensor, dim: int | tuple[int, ...] | None = None) -> Tensor:

@@ -7,9 +7,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_embeddings, check_labels
+from .._deprecation import keyword_only
+from .._validation import check_choice, check_embeddings, check_labels, check_nonnegative
 from ..distances import class_centers, pairwise_euclidean, safe_sqrt
-from ._numerics import check_finite_nonnegative
 
 __all__ = ["CenterClusterAnchors", "CenterClusterLoss", "center_cluster_loss"]
 
@@ -73,7 +73,8 @@ def center_cluster_loss(
             order-independent elsewhere) or ``"paper"`` (Eq. 13).
 
     Returns:
-        Scalar float32 loss.
+        Scalar float32 loss. There is no ``reduction``: the inter term averages over pairs of identity
+        centres, so the loss has no per-row form.
 
     Examples:
         >>> x = torch.tensor([[0.0, 0.0], [0.0, 2.0], [0.5, 0.0], [0.5, 2.0]])
@@ -84,7 +85,7 @@ def center_cluster_loss(
     embeddings = check_embeddings(embeddings)
     n = embeddings.shape[0]
     labels = check_labels(labels, n)
-    check_finite_nonnegative(margin, "margin")
+    check_nonnegative(margin, "margin")
     check_choice(anchors, "anchors", _ANCHORS)
     if n == 0:  # static shape: no identity, no distance (grouping needs at least one row)
         return embeddings.to(torch.promote_types(embeddings.dtype, torch.float32)).sum() * 0.0
@@ -132,9 +133,10 @@ class CenterClusterLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, margin: float = 0.7, *, anchors: CenterClusterAnchors = "official") -> None:
+    @keyword_only("margin")
+    def __init__(self, *, margin: float = 0.7, anchors: CenterClusterAnchors = "official") -> None:
         super().__init__()
-        self.margin = check_finite_nonnegative(margin, "margin")
+        self.margin = check_nonnegative(margin, "margin")
         self.anchors = check_choice(anchors, "anchors", _ANCHORS)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -56,7 +56,8 @@ def cmcc_loss(embeddings: Tensor, labels: Tensor, modalities: Tensor, *, normali
             (the third-party MSO code).
 
     Returns:
-        Scalar loss, in the precision of :mod:`vireid_layers.distances` (at least float32).
+        Scalar loss, in the precision of :mod:`vireid_layers.distances` (at least float32). There is no
+        ``reduction``: the loss averages over identities seen in both modalities, so it has no per-row form.
 
     Examples:
         >>> embeddings = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_choice, check_embeddings, check_labels, check_modalities
-from ..distances import first_occurrence
-from ._numerics import check_finite_nonnegative
+from .._deprecation import keyword_only
+from .._validation import check_choice, check_embeddings, check_labels, check_modalities, check_nonnegative
+from ..distances import MIN_DISTANCE, first_occurrence
 
 __all__ = ["CPMForm", "CPMLoss", "cpm_loss"]
 
@@ -86,7 +86,9 @@ def cpm_loss(
 
     Returns:
         Scalar loss, summed over the :math:`K` branches (the official training script calls the loss once
-        per branch and adds the results before weighting them by :math:`\lambda_1 = 0.8`).
+        per branch and adds the results before weighting them by :math:`\lambda_1 = 0.8`). There is no
+        ``reduction``: the loss averages over identity centres (per branch, modality and identity), not over
+        rows, so it has no per-row form.
 
     Examples:
         >>> labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
@@ -105,7 +107,7 @@ def cpm_loss(
         )
     labels = check_labels(labels, n)
     modalities = check_modalities(modalities, n)
-    check_finite_nonnegative(margin, "margin")
+    check_nonnegative(margin, "margin")
     check_choice(form, "form", _FORMS)
 
     if n == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
@@ -139,10 +141,6 @@ def _identity_slots(labels: Tensor) -> tuple[Tensor, int]:
         return first_occurrence(labels), labels.shape[0]
     present, slot = torch.unique(labels, return_inverse=True)
     return slot, present.shape[0]
-
-
-#: The official ``clamp(min=1e-12).sqrt()`` of a distance is ``max(||a - b||, 1e-6)``.
-_MIN_DISTANCE = 1e-6
 
 
 class _CenterPairMining(torch.autograd.Function):
@@ -199,8 +197,8 @@ class _CenterPairMining(torch.autograd.Function):
         diff_pp = generated_c - torch.stack([original_c.flip(0), original_c]).unsqueeze(1)
         norm_pp, norm_inter = torch.linalg.vector_norm(diff_pp, dim=-1), torch.linalg.vector_norm(diff_inter, dim=-1)
         norm_inter = torch.where(poisoned, float("nan"), norm_inter)
-        pull, push = norm_pp.clamp_min(_MIN_DISTANCE).unbind(0)  # (K, 2, S) each
-        inter = norm_inter.clamp_min(_MIN_DISTANCE).view(branches, 2, slots)
+        pull, push = norm_pp.clamp_min(MIN_DISTANCE).unbind(0)  # (K, 2, S) each
+        inter = norm_inter.clamp_min(MIN_DISTANCE).view(branches, 2, slots)
 
         if official:  # hinges (push, nearest generated centre, nearest original centre) x (K, 2 sides, S)
             others = torch.stack([push, inter[1:], inter[:1].expand_as(pull)])
@@ -221,9 +219,9 @@ class _CenterPairMining(torch.autograd.Function):
             c_pp = torch.stack([slopes[0], -slopes[0]])
             c_inter = torch.cat([-slopes[0].sum(0, keepdim=True), torch.zeros_like(slopes[0])])
         # (A NaN distance is not "clamped": it keeps its NaN.)
-        factor_pp = torch.where(norm_pp < _MIN_DISTANCE, 0.0, c_pp / norm_pp.clamp_min(_MIN_DISTANCE))
-        factor_inter = c_inter.flatten() / norm_inter.clamp_min(_MIN_DISTANCE)
-        factor_inter = torch.where(norm_inter < _MIN_DISTANCE, 0.0, factor_inter)
+        factor_pp = torch.where(norm_pp < MIN_DISTANCE, 0.0, c_pp / norm_pp.clamp_min(MIN_DISTANCE))
+        factor_inter = c_inter.flatten() / norm_inter.clamp_min(MIN_DISTANCE)
+        factor_inter = torch.where(norm_inter < MIN_DISTANCE, 0.0, factor_inter)
         ctx.save_for_backward(group, scale, nearest_rows, factor_pp, diff_pp, factor_inter, diff_inter)
         # relu(args) * weights (slopes is 0 where args <= 0); a NaN args gives NaN even with a zero weight.
         return (args * slopes).sum()
@@ -268,9 +266,10 @@ class CPMLoss(nn.Module):
         0
     """
 
-    def __init__(self, margin: float = 0.2, *, form: CPMForm = "official") -> None:
+    @keyword_only("margin")
+    def __init__(self, *, margin: float = 0.2, form: CPMForm = "official") -> None:
         super().__init__()
-        self.margin = check_finite_nonnegative(margin, "margin")
+        self.margin = check_nonnegative(margin, "margin")
         self.form = check_choice(form, "form", _FORMS)
 
     def forward(self, original: Tensor, generated: Tensor, labels: Tensor, modalities: Tensor) -> Tensor:

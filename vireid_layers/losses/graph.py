@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_embeddings, check_labels
-from ._numerics import check_finite_nonnegative, nonfinite_marker
+from .._deprecation import keyword_only
+from .._validation import check_embeddings, check_labels, check_positive
+from ._numerics import nonfinite_marker
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["DynamicDualAggregation", "GraphAttentionLoss", "dynamic_aggregation_weight", "graph_attention_loss"]
@@ -180,14 +181,15 @@ class DynamicDualAggregation:
         """The graph-loss weight for the current epoch (a Python float)."""
         return dynamic_aggregation_weight(self.previous_epoch_mean)
 
-    def update(self, l_p: float | Tensor, weight: float = 1) -> None:
+    @keyword_only("weight")
+    def update(self, l_p: float | Tensor, *, weight: float = 1) -> None:
         r"""Accumulate one batch's :math:`\mathcal{L}_P` (graph loss excluded) with weight ``weight``.
 
         Args:
             l_p: the batch loss, a number or a one-element tensor (detached; no gradient is kept).
             weight: the batch's weight in the epoch mean (> 0; 1 gives the official plain mean).
         """
-        check_finite_nonnegative(weight, "weight", allow_zero=False)
+        check_positive(weight, "weight")
         if isinstance(l_p, Tensor):
             if l_p.numel() != 1:
                 raise ValueError(f"`l_p` must be a scalar loss, got a tensor of shape {tuple(l_p.shape)}")

@@ -12,11 +12,14 @@ from torch import Tensor, nn
 from .._validation import (
     check_choice,
     check_embeddings,
+    check_floating,
     check_labels,
     check_modalities,
     check_probability,
     check_shape,
 )
+from ._numerics import at_least_float32
+from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = [
     "ModalityClassifiers",
@@ -39,11 +42,6 @@ _OFFICIAL_KEYS = {
 }
 
 
-def _accumulation(x: Tensor) -> Tensor:
-    """``x`` in at least float32 (float64 stays float64)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` where ``mask``; a zero that stays connected to the graph when ``mask`` is empty."""
     return torch.where(mask, values, torch.zeros_like(values)).sum() / mask.sum().clamp_min(1)
@@ -51,12 +49,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
 
 def _check_like(x: object, reference: Tensor, name: str) -> Tensor:
     """Check that ``x`` is a floating-point tensor of the same shape as ``reference``."""
-    x = check_shape(x, name, f"{tuple(reference.shape)}", reference.ndim)
-    if tuple(x.shape) != tuple(reference.shape):
-        raise ValueError(f"`{name}` must have shape {tuple(reference.shape)}, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}")
-    return x
+    return check_floating(check_shape(x, name, str(tuple(reference.shape))), name)
 
 
 class ModalityLearningOutput(NamedTuple):
@@ -182,10 +175,8 @@ class ModalityClassifiers(nn.Module):
 
     def forward(self, features: Tensor, labels: Tensor, modalities: Tensor) -> ModalityLearningOutput:
         """Specific-classifier cross-entropies, own logits and the other modality's (detached) mean logits."""
-        features = check_embeddings(features, "features")
+        features = check_shape(check_embeddings(features, "features"), "features", f"(N, {self.in_features})")
         n = features.shape[0]
-        if features.shape[1] != self.in_features:
-            raise ValueError(f"`features` must have shape (N, {self.in_features}), got shape {tuple(features.shape)}")
         labels = check_labels(labels, n)
         modalities = check_modalities(modalities, n)
         if not torch.compiler.is_compiling() and labels.numel() > 0:
@@ -202,7 +193,7 @@ class ModalityClassifiers(nn.Module):
             is_ir.unsqueeze(1), F.linear(detached, self.visible_mean), F.linear(detached, self.infrared_mean)
         )
         with torch.autocast(device_type=features.device.type, enabled=False):
-            ce = F.cross_entropy(_accumulation(logits), labels.long(), reduction="none")
+            ce = F.cross_entropy(at_least_float32(logits), labels.long(), reduction="none")
             visible_loss = _masked_mean(ce, ~is_ir)
             infrared_loss = _masked_mean(ce, is_ir)
         return ModalityLearningOutput(visible_loss, infrared_loss, logits, mean_logits)
@@ -224,6 +215,7 @@ def mutual_mean_loss(
     modalities: Tensor,
     *,
     direction: MutualMeanDirection = "official",
+    reduction: Reduction = "mean",
 ) -> Tensor:
     r"""Mutual mean loss: KL divergence between the own specific classifier and the other mean classifier.
 
@@ -255,9 +247,12 @@ def mutual_mean_loss(
         modalities: :math:`(N,)` modality of every row, 0 = visible, 1 = infrared (only the paper form uses it).
         direction: ``"official"`` (default: :math:`\mathrm{KL}(p \| q)`, one batch mean) or ``"paper"``
             (:math:`\mathrm{KL}(q \| p)`, one mean per modality).
+        reduction: ``"mean"`` (default: the direction's own average above: one mean over the batch for
+            ``"official"``, the sum of the two per-modality means for ``"paper"``), ``"sum"`` (the per-row
+            divergences summed) or ``"none"`` (the :math:`N` per-row divergences).
 
     Returns:
-        Scalar loss (official weight :math:`\lambda_3 = 2.5`).
+        Scalar loss (official weight :math:`\lambda_3 = 2.5`), or :math:`(N,)` with ``reduction="none"``.
 
     Examples:
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
@@ -270,20 +265,21 @@ def mutual_mean_loss(
         >>> round(official.item(), 4), round(paper.item(), 4)
         (0.3278, 0.8676)
     """
-    logits = check_shape(logits, "logits", "(N, K)", 2)
-    if not logits.is_floating_point():
-        raise TypeError(f"`logits` must be a floating-point tensor, got dtype {logits.dtype}")
+    logits = check_floating(check_shape(logits, "logits", "(N, K)"), "logits")
     mean_logits = _check_like(mean_logits, logits, "mean_logits")
     n = logits.shape[0]
     modalities = check_modalities(modalities, n)
     check_choice(direction, "direction", _DIRECTIONS)
+    check_reduction(reduction)
     with torch.autocast(device_type=logits.device.type, enabled=False):
-        log_p = F.log_softmax(_accumulation(logits), dim=1)
-        log_q = F.log_softmax(_accumulation(mean_logits.detach()), dim=1).to(log_p.dtype)
+        log_p = F.log_softmax(at_least_float32(logits), dim=1)
+        log_q = F.log_softmax(at_least_float32(mean_logits.detach()), dim=1).to(log_p.dtype)
         if direction == "official":
             kl = (log_p.exp() * (log_p - log_q)).sum(1)
-            return kl.sum() / max(n, 1)
+            return reduce(kl, reduction)
         kl = (log_q.exp() * (log_q - log_p)).sum(1)
+        if reduction != "mean":
+            return reduce(kl, reduction)
         is_ir = modalities.bool()
         return _masked_mean(kl, ~is_ir) + _masked_mean(kl, is_ir)
 
@@ -295,11 +291,12 @@ class MutualMeanLoss(nn.Module):
         direction: ``"official"`` (default; :math:`\mathrm{KL}(p_{own} \| q_{mean})` averaged over all rows,
             as the released code) or ``"paper"`` (Eq. 10: :math:`\mathrm{KL}(q_{mean} \| p_{own})` averaged
             per modality).
+        reduction: ``"mean"`` (the direction's own average, default), ``"sum"`` or ``"none"`` (per row).
 
     Shape:
         - ``logits``, ``mean_logits``: :math:`(N, K)`.
         - ``modalities``: :math:`(N,)`.
-        - Output: scalar.
+        - Output: scalar, or :math:`(N,)` with ``reduction="none"``.
 
     Examples:
         >>> criterion = MutualMeanLoss(direction="paper")
@@ -307,17 +304,24 @@ class MutualMeanLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, *, direction: MutualMeanDirection = "official") -> None:
+    def __init__(self, *, direction: MutualMeanDirection = "official", reduction: Reduction = "mean") -> None:
         super().__init__()
         self.direction = check_choice(direction, "direction", _DIRECTIONS)
+        self.reduction = check_reduction(reduction)
 
     def forward(self, logits: Tensor, mean_logits: Tensor, modalities: Tensor) -> Tensor:
         """Compute the loss; see :func:`mutual_mean_loss`."""
-        return mutual_mean_loss(logits, mean_logits, modalities, direction=self.direction)  # type: ignore[arg-type]
+        return mutual_mean_loss(
+            logits,
+            mean_logits,
+            modalities,
+            direction=self.direction,  # type: ignore[arg-type]
+            reduction=self.reduction,  # type: ignore[arg-type]
+        )
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""
-        return f"direction={self.direction!r}"
+        return f"direction={self.direction!r}" + (f", reduction={self.reduction!r}" if self.reduction != "mean" else "")
 
 
 def mean_classifier_momentum(epoch: int, *, base: float = 0.2, decay_after: int | None = 100) -> float:

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_modalities, check_shape
+from .._validation import check_choice, check_floating, check_modalities, check_shape
 from ..layers.sobel import SobelCombine, sobel_edges
+from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["PEFBlockOutput", "PEFEntry", "PEFLoss"]
 
@@ -72,13 +73,6 @@ def _load_state_dict(weights: str | os.PathLike[str] | Mapping[str, Tensor]) -> 
     if not isinstance(state, Mapping):
         raise ValueError(f"`weights` file {str(path)!r} must hold a state dict, got {type(state).__name__}")
     return state
-
-
-def _check_floating(**tensors: Tensor) -> None:
-    """Raise :class:`TypeError` for an integer (or bool) tensor: the loss compares real-valued images and features."""
-    for name, tensor in tensors.items():
-        if not tensor.is_floating_point():
-            raise TypeError(f"`{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
 class PEFLoss(nn.Module):
@@ -140,6 +134,8 @@ class PEFLoss(nn.Module):
         block_output: ``"pool"`` (default) or ``"relu"``: where each block's output is taken.
         combine: how the four Sobel responses are combined (``"sum"``, the paper's, default; ``"abs"``,
             ``"magnitude"``); ``"none"`` is not allowed here.
+        reduction: ``"mean"`` (default: the averaging above, per modality with ``modalities``, else over the
+            batch), ``"sum"`` (the per-image losses summed) or ``"none"`` (the :math:`N` per-image losses).
         device: device of the VGG weights.
         dtype: dtype of the VGG weights.
 
@@ -149,7 +145,7 @@ class PEFLoss(nn.Module):
           position; MSO's 288×144 input gives :math:`72 \times 36`.
         - ``images``: :math:`(N, C, H, W)`, the images the stem received (:math:`H \ge h`, :math:`W \ge w`).
         - ``modalities``: :math:`(N,)` or ``None``.
-        - Output: scalar (float32).
+        - Output: scalar (float32), or :math:`(N,)` with ``reduction="none"``.
 
     Examples:
         >>> pef = PEFLoss(weights=None)  # "imagenet" for the real thing
@@ -167,11 +163,13 @@ class PEFLoss(nn.Module):
         weights: str | os.PathLike[str] | Mapping[str, Tensor] | None = None,
         block_output: PEFBlockOutput = "pool",
         combine: SobelCombine = "sum",
+        reduction: Reduction = "mean",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.entry: str = check_choice(entry, "entry", _ENTRIES)
+        self.reduction: str = check_reduction(reduction)
         self.block_output: str = check_choice(block_output, "block_output", _BLOCK_OUTPUTS)
         self.combine: str = check_choice(combine, "combine", _COMBINES[:3])
         if weights is not None and not isinstance(weights, (str, os.PathLike, Mapping)):
@@ -239,19 +237,11 @@ class PEFLoss(nn.Module):
     def forward(self, features: Tensor, images: Tensor, modalities: Tensor | None = None) -> Tensor:
         """Compute the loss of the stem ``features`` of ``images``; see the class docstring."""
         expected = "(N, C, h, w)" if self.entry == "image" else "(N, 64, h, w)"
-        features = check_shape(features, "features", expected, 4)
-        images = check_shape(images, "images", "(N, C, H, W)", 4)
-        _check_floating(features=features, images=images)
-        if self.entry != "image" and features.shape[1] != 64:
-            raise ValueError(
-                f"`features` must have shape (N, 64, h, w) (the stem output) for entry={self.entry!r}, "
-                f"got shape {tuple(features.shape)}"
-            )
-        if images.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"`images` must have shape ({features.shape[0]}, C, H, W) to match `features` of shape "
-                f"{tuple(features.shape)}, got {tuple(images.shape)}"
-            )
+        why = "" if self.entry == "image" else f"the stem output, for entry={self.entry!r}"
+        features = check_floating(check_shape(features, "features", expected, why=why), "features")
+        context = f"to match `features` of shape {tuple(features.shape)}"
+        images = check_floating(check_shape(images, "images", "(N, C, H, W)"), "images")
+        check_shape(images, "images", f"({features.shape[0]}, C, H, W)", why=context)
         if images.shape[2] < features.shape[2] or images.shape[3] < features.shape[3]:
             raise ValueError(
                 f"`images` ({tuple(images.shape)}) must be at least as large as `features` "
@@ -279,8 +269,8 @@ class PEFLoss(nn.Module):
             for output, target in zip(outputs, targets, strict=True):
                 difference = output.to(compute) - target.to(compute)
                 per_image = per_image + difference.pow(2).flatten(1).mean(1)
-        if modalities is None:
-            return per_image.sum() / max(n, 1)
+        if modalities is None or self.reduction != "mean":
+            return reduce(per_image, self.reduction)
         infrared = modalities.bool()
         total = per_image.new_zeros(())
         for mask in (~infrared, infrared):  # the two modalities of Eq. 2
@@ -289,4 +279,5 @@ class PEFLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""
-        return f"entry={self.entry!r}, block_output={self.block_output!r}, combine={self.combine!r}"
+        text = f"entry={self.entry!r}, block_output={self.block_output!r}, combine={self.combine!r}"
+        return text + (f", reduction={self.reduction!r}" if self.reduction != "mean" else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_shape
+from .._validation import check_floating, check_shape
 from ._numerics import nonfinite_marker
 from ._reduction import Reduction, check_reduction, reduce
 
@@ -52,9 +52,7 @@ def separation_loss(masks: Tensor, *, reduction: Reduction = "mean") -> Tensor:
         >>> separation_loss(torch.full((4, 6, 24, 8), 0.5), reduction="none")
         tensor([48., 48., 48., 48.])
     """
-    masks = check_shape(masks, "masks", "(N, L, H, W)", 4)
-    if not masks.is_floating_point():
-        raise TypeError(f"`masks` must be a floating-point tensor, got dtype {masks.dtype}")
+    masks = check_floating(check_shape(masks, "masks", "(N, L, H, W)"), "masks")
     check_reduction(reduction)
     num_parts = masks.shape[1]
     pairs = max(num_parts * (num_parts - 1) // 2, 1)

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._validation import check_embeddings, check_labels
-from ..distances import pairwise_euclidean
-from ._numerics import check_finite_nonnegative
+from .._deprecation import keyword_only
+from .._validation import check_embeddings, check_labels, check_nonnegative
+from ..distances import MIN_DISTANCE, pairwise_euclidean
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["HardTripletLoss", "hard_triplet_loss"]
@@ -67,7 +67,7 @@ def hard_triplet_loss(
     """
     embeddings = check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
-    check_finite_nonnegative(margin, "margin")
+    check_nonnegative(margin, "margin")
     check_reduction(reduction)
     if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
         return reduce(embeddings.sum(1).to(torch.promote_types(embeddings.dtype, torch.float32)) * 0.0, reduction)
@@ -84,10 +84,6 @@ def hard_triplet_loss(
         index = torch.cat([positive_index, negative_index])
         losses = _HardestPairHinge.apply(x, index, has_negative, poisoned, float(margin))
     return reduce(losses, reduction)
-
-
-#: The official ``clamp(min=1e-12).sqrt()`` of a distance is ``max(||a - b||, 1e-6)``.
-_MIN_DISTANCE = 1e-6
 
 
 class _HardestPairHinge(torch.autograd.Function):
@@ -117,15 +113,15 @@ class _HardestPairHinge(torch.autograd.Function):
         # v = x_b - x_a from every anchor a to its mined row b, in the gathered rows' own buffer: (2, N, D).
         diff = embeddings.index_select(0, index).view(2, *embeddings.shape).sub_(embeddings)
         norm = torch.linalg.vector_norm(diff, dim=-1)  # (2, N): anchor-positive, anchor-negative
-        hardest_positive, hardest_negative = norm.clamp_min(_MIN_DISTANCE).unbind(0)
+        hardest_positive, hardest_negative = norm.clamp_min(MIN_DISTANCE).unbind(0)
         args = hardest_positive - hardest_negative + margin
         args = torch.where(poisoned, float("nan"), args)  # NaN stays NaN below (clamp and where keep it)
         active = (args > 0) & has_negative  # an anchor without negatives contributes 0
         slope = torch.where(torch.isnan(args), args, active.to(diff.dtype))  # NaN: a NaN gradient, not 0
         # d loss / d distance (+1 positive, -1 negative), divided by the distance, 0 where the clamp is active
         # (a NaN distance is not "clamped": it keeps its NaN); negated, so that factor * v = c (x_a - x_b) / ||.||.
-        factor = torch.stack([-slope, slope]) / norm.clamp_min(_MIN_DISTANCE)
-        factor = torch.where(norm < _MIN_DISTANCE, 0.0, factor)
+        factor = torch.stack([-slope, slope]) / norm.clamp_min(MIN_DISTANCE)
+        factor = torch.where(norm < MIN_DISTANCE, 0.0, factor)
         ctx.save_for_backward(index, factor, diff)
         # relu(args), and for an anchor without negatives 0 (NaN * 0 = NaN: a NaN is not masked out).
         return torch.where(has_negative, args.clamp_min(0.0), args * 0.0 + 0.0)
@@ -156,9 +152,10 @@ class HardTripletLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, margin: float = 0.3, *, reduction: Reduction = "mean") -> None:
+    @keyword_only("margin")
+    def __init__(self, *, margin: float = 0.3, reduction: Reduction = "mean") -> None:
         super().__init__()
-        self.margin = check_finite_nonnegative(margin, "margin")
+        self.margin = check_nonnegative(margin, "margin")
         self.reduction = check_reduction(reduction)
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_embeddings, check_labels
+from .._validation import check_choice, check_embeddings, check_labels, check_nonnegative
 from ..distances import pairwise_euclidean
-from ._numerics import check_finite_nonnegative, l2_normalize
+from ._numerics import l2_normalize
 from ._reduction import Reduction, check_reduction, reduce
 
 __all__ = ["WRTForm", "WRTLoss", "wrt_loss"]
@@ -107,7 +107,7 @@ def wrt_loss(
     """
     embeddings = check_embeddings(embeddings)
     labels = check_labels(labels, embeddings.shape[0])
-    check_finite_nonnegative(eps, "eps")
+    check_nonnegative(eps, "eps")
     check_choice(form, "form", _FORMS)
     check_reduction(reduction)
     if embeddings.shape[0] == 0:  # empty batch: a graph-connected zero (static shape, compile-safe)
@@ -156,7 +156,7 @@ class WRTLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.normalize = bool(normalize)
-        self.eps = check_finite_nonnegative(eps, "eps")
+        self.eps = check_nonnegative(eps, "eps")
         self.form = check_choice(form, "form", _FORMS)
         self.reduction = check_reduction(reduction)
 
