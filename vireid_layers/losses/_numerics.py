@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._validation import check_nonnegative as check_finite_nonnegative  # noqa: F401  (models/ import it here)
 from ..distances import at_least_float32
 
 __all__ = ["at_least_float32", "l2_normalize", "nonfinite_marker"]

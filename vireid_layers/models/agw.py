@@ -9,11 +9,11 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice, check_int
+from .._validation import check_choice, check_int, check_nonnegative
 from ..backbones.two_stream import TwoStreamBackbone
+from ..distances import at_least_float32
 from ..layers.gem import GeM
 from ..layers.non_local import NonLocal, NonLocalForm
-from ..losses._numerics import at_least_float32, check_finite_nonnegative
 from ..losses.triplet import HardTripletLoss
 from ..losses.wrt import WRTForm, WRTLoss
 from ..modality import Modality
@@ -165,7 +165,7 @@ class AGW(nn.Module):
             )
         self.non_local_form: str = check_choice(non_local_form, "non_local_form", ("official", "corrected"))
         if self.method == "agw":
-            self.pool: nn.Module = GeM(gem_p, learnable=learnable_p)
+            self.pool: nn.Module = GeM(p=gem_p, learnable=learnable_p)
         else:
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         dim = backbone.num_features
@@ -365,11 +365,11 @@ class AGWCriterion(nn.Module):
     ) -> None:
         super().__init__()
         self.method: str = check_choice(method, "method", _METHODS)
-        check_finite_nonnegative(lambda_triplet, "lambda_triplet")
+        check_nonnegative(lambda_triplet, "lambda_triplet")
         self.metric_name = "wrt" if self.method == "agw" else "triplet"
         self.weights = {"ce": 1.0, self.metric_name: float(lambda_triplet)}
         self.metric: nn.Module = (
-            WRTLoss(normalize=normalize, form=wrt_form) if self.method == "agw" else HardTripletLoss(margin)
+            WRTLoss(normalize=normalize, form=wrt_form) if self.method == "agw" else HardTripletLoss(margin=margin)
         )
 
     def extra_repr(self) -> str:

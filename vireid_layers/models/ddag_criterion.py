@@ -117,7 +117,7 @@ class DDAGCriterion(nn.Module):
             raise ValueError(f"`graph_reduction` must be 'mean' or 'sum', got {graph_reduction!r}")
         self.lambda_triplet, self.lambda_part = float(lambda_triplet), float(lambda_part)
         self.fixed_graph_weight = None if graph_weight is None else float(graph_weight)
-        self.triplet = HardTripletLoss(margin)
+        self.triplet = HardTripletLoss(margin=margin)
         self.graph = GraphAttentionLoss(reduction=graph_reduction)
         # The dynamic dual aggregation state (float64, as the official Python-float AverageMeter).
         dd = {"dtype": torch.float64}

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_choice
+from .._validation import check_choice, check_nonnegative
 from ..backbones.two_stream import TwoStreamBackbone
+from ..distances import at_least_float32
 from ..layers.dee import DEE
 from ..layers.mfa import MFA, MFAForm
-from ..losses._numerics import at_least_float32, check_finite_nonnegative
 from ..losses.cpm import CPMLoss
 from ..losses.orthogonal import OrthogonalLoss
 from ..losses.triplet import HardTripletLoss
@@ -375,7 +375,7 @@ class DEENCriterion(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("lambda_triplet", lambda_triplet), ("lambda_cpm", lambda_cpm), ("lambda_ort", lambda_ort)):
-            check_finite_nonnegative(value, name)
+            check_nonnegative(value, name)
         self.weights = {"ce": 1.0, "triplet": lambda_triplet, "cpm": lambda_cpm, "ort": lambda_ort}
         self.triplet = HardTripletLoss(margin=margin)
         self.cpm = CPMLoss(margin=cpm_margin)
