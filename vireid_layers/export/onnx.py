@@ -36,10 +36,10 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def _sdpa_as_4d(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+def _sdpa_as_4d(query: Tensor, key: Tensor, value: Tensor, *args: Any, **kwargs: Any) -> Any:
     """A 3-D attention as the 4-D one with a single head (the ONNX translation handles only 4-D)."""
     if query.dim() != 3:
-        return _SDPA(query, key, value, *args, **kwargs)
+        return NotImplemented  # kept as it is (the decomposition sees its own 4-D call again)
     return _SDPA(query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1), *args, **kwargs).squeeze(1)
 
 
@@ -125,9 +125,7 @@ def export_onnx(
         "vireid_layers.flip": str(flip),
         "vireid_layers.opset": str(opset),
     }
-    for key, value in metadata.items():
-        entry = onnx_program.model_proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    onnx_program.model.metadata_props.update(metadata)  # the ONNX IR model that ``save`` serialises
     onnx_program.save(str(path))
     return path
 
