@@ -28,7 +28,10 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``vireid-export``."""
-    parser = argparse.ArgumentParser(prog="vireid-export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vireid-export",
+        description="Export a saved model's embedding of one modality to ONNX (checked with ONNX Runtime) or .pt2.",
+    )
     parser.add_argument("source", help="a save_pretrained directory (or a Hugging Face Hub id)")
     parser.add_argument("--modality", required=True, choices=("visible", "infrared"), help="the inputs' modality")
     parser.add_argument("-o", "--output", help="the output file (default: <model>-<modality>.onnx / .pt2)")
