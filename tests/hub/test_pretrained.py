@@ -144,6 +144,34 @@ def test_every_model_with_non_default_arguments_round_trips(tmp_path):
     assert load_config(tmp_path / "1")["preprocess"]["height"] == 288  # AGW's official test size by default
 
 
+def test_compiled_model_is_saved_unwrapped(deen, tmp_path):
+    compiled = torch.compile(deen, backend="eager")
+    loaded = from_pretrained(save_pretrained(compiled, tmp_path))
+    assert set(loaded.state_dict()) == set(deen.state_dict())  # no `_orig_mod.` prefix
+
+
+def test_public_names_are_sorted_documented_and_modules_short():
+    import importlib
+    import inspect
+    import re
+
+    import vireid_layers.export
+    import vireid_layers.hub
+
+    api = (Path(__file__).resolve().parents[2] / "docs" / "api.rst").read_text()
+    for package in (vireid_layers.hub, vireid_layers.export):
+        names = list(package.__all__)
+        assert names == sorted(names) and all(hasattr(package, n) for n in names)
+        missing = [n for n in names if not re.search(rf"\b{n}\b", api)]
+        assert not missing, f"not in docs/api.rst: {missing}"
+    for module in ("registry", "card", "pretrained"):
+        mod = importlib.import_module(f"vireid_layers.hub.{module}")
+        assert inspect.getsource(mod).count("\n") <= 400
+    for module in ("embedding", "onnx", "cli"):
+        mod = importlib.import_module(f"vireid_layers.export.{module}")
+        assert inspect.getsource(mod).count("\n") <= 400
+
+
 def test_class_method_checks_the_class(saved):
     assert isinstance(DEEN.from_pretrained(saved), DEEN)
     with pytest.raises(TypeError, match="holds a DEEN"):

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from .._version import __version__
 from ..data.preprocess import OFFICIAL_TEST_INPUTS, ImagePreprocessor
+from ..engine.checkpoint import unwrap_model
 from .card import model_card, results_list
 from .registry import CONFIG_FORMAT, CONFIG_VERSION, build_from_config, compare_state_dicts, model_config
 
@@ -126,7 +127,8 @@ def save_pretrained(
     Existing files of those names are replaced; other files are left alone.
 
     Args:
-        model: a model of :mod:`vireid_layers.models` (or a registered one), built by calling its class.
+        model: a model of :mod:`vireid_layers.models` (or a registered one), built by calling its class; a
+            ``torch.compile`` or ``DistributedDataParallel`` wrapper is unwrapped.
         directory: the output directory (created with its parents).
         preprocess: the test transform; default the official one of the model class
             (:meth:`ImagePreprocessor.official <vireid_layers.data.ImagePreprocessor.official>`).
@@ -156,6 +158,7 @@ def save_pretrained(
         >>> from_pretrained(directory).num_classes
         4
     """
+    model = unwrap_model(model)  # the module inside torch.compile / DDP wrappers, with its own state-dict keys
     config = model_config(model)
     name = config["model"]
     if preprocess is None:
