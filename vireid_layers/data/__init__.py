@@ -12,6 +12,7 @@ from .datasets import (
     read_sysu_mm01,
     register_dataset,
 )
+from .preprocess import OFFICIAL_TEST_INPUTS, ImagePreprocessor
 from .records import ImageRecord, VIReIDDataset, relabel
 from .sampler import CrossModalityIdentitySampler, EpochLength
 from .transforms import (
@@ -45,9 +46,11 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageDataset",
+    "ImagePreprocessor",
     "ImageReadError",
     "ImageRecord",
     "ImageSample",
+    "OFFICIAL_TEST_INPUTS",
     "RandomErasingFill",
     "TRAIN_PIPELINES",
     "TrainPipeline",

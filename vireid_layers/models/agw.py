@@ -18,6 +18,7 @@ from ..losses.triplet import HardTripletLoss
 from ..losses.wrt import WRTForm, WRTLoss
 from ..modality import Modality
 from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["AGW", "AGWCriterion", "AGWFeature", "AGWMethod", "AGWOutput", "OFFICIAL_NON_LOCAL_BLOCKS"]
 
@@ -46,7 +47,7 @@ class AGWOutput(NamedTuple):
     logits: Tensor
 
 
-class AGW(nn.Module):
+class AGW(PretrainedMixin, nn.Module):
     r"""The AGW baseline: two-stream backbone with non-local blocks, GeM pooling, a BN neck and a classifier.
 
     The official cross-modality AGW network of :cite:`ye2021agw` built from

@@ -20,6 +20,7 @@ from ..losses.orthogonal import OrthogonalLoss
 from ..losses.triplet import HardTripletLoss
 from ..modality import Modality
 from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["DEEN", "DEENCriterion", "DEENOutput", "DEENVariant", "EmbedMode"]
 
@@ -64,7 +65,7 @@ class DEENOutput(NamedTuple):
         return values.repeat(1 + self.num_branches, *([1] * (values.dim() - 1)))
 
 
-class DEEN(nn.Module):
+class DEEN(PretrainedMixin, nn.Module):
     r"""The Diverse Embedding Expansion Network: a two-stream backbone with MFA blocks, DEE and a BN neck.
 
     The official network of :cite:`zhang2023deen` built from :class:`~vireid_layers.TwoStreamBackbone`,
