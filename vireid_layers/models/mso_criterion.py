@@ -23,7 +23,7 @@ _TERMS = ("ce", "wrt", "pef", "cmcc")
 class MSOCriterion(nn.Module):
     r"""MSO's objective as named terms: identity, weighted regularised triplet, PEF and CMCC losses.
 
-    The paper :cite:`gao2021mso` (Sec. 3.4) minimises, with every weight 1,
+    The paper :cite:`gao2021mso` minimises (Eq. 10, every weight 1)
 
     .. math::
 
