@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -472,3 +475,71 @@ def test_bf16_autocast(model: MSO) -> None:
     for k in ("ce", "wrt", "cmcc"):
         torch.testing.assert_close(terms[k], full[k], rtol=0.1, atol=0.05)
     torch.testing.assert_close(terms["pef"], full["pef"], rtol=0.1, atol=0.0)
+
+
+# ---------------------------------------------------------------------------------------------------- DDP, state
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gather_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        rows = [torch.full((2, 3), float(10 * rank + i), requires_grad=True) for i in range(3)]
+        pef = torch.tensor(float(rank + 1), requires_grad=True)
+        gathered = MSOOutput(*rows, pef).gather()
+        weights = torch.arange(4.0).unsqueeze(1)  # a different weight for every gathered row
+        (sum((t * weights).sum() for t in gathered[:3]) + gathered.pef).backward()
+        torch.save(
+            {
+                "rows": [t.detach() for t in gathered[:3]],
+                "pef": gathered.pef.detach(),
+                "grads": [t.grad for t in rows],
+                "pef_grad": pef.grad,
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_output_gathers_itself_across_ranks(tmp_path: Path) -> None:
+    args = (2, _free_port(), str(tmp_path))
+    torch.multiprocessing.start_processes(_gather_worker, args=args, nprocs=2, join=True, start_method="fork")
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for i, t in enumerate(result["rows"]):  # rank 0's rows, then rank 1's
+            torch.testing.assert_close(
+                t, torch.tensor([i, i, 10 + i, 10 + i], dtype=torch.float32)[:, None].expand(4, 3)
+            )
+        assert result["pef"].shape == () and float(result["pef"]) == 1.5  # the mean of the ranks' values
+        # Each rank gets its own rows' gradient summed over the 2 ranks that computed the same loss (DDP's
+        # averaging divides by the world size again); PEF's mean gives 2 x 1/2.
+        for grad in result["grads"]:
+            torch.testing.assert_close(grad, 2 * torch.tensor([2.0 * rank, 2.0 * rank + 1])[:, None].expand(2, 3))
+        torch.testing.assert_close(result["pef_grad"], torch.tensor(1.0))
+
+
+def test_agw_state_dict_loads_and_reset_parameters() -> None:
+    from vireid_layers.models import AGW
+
+    torch.manual_seed(3)
+    agw = AGW(6, backbone="resnet18")
+    model = MSO(6, backbone="resnet18")
+    result = model.load_state_dict(agw.state_dict(), strict=False)
+    assert not result.unexpected_keys and all(k.startswith("pef.") for k in result.missing_keys)
+    x = images()
+    agw.eval(), model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(x, MIXED), agw.embed(x, MIXED), rtol=0, atol=0)
+    vgg = {k: v.clone() for k, v in model.pef.state_dict().items()}
+    with torch.no_grad():
+        model.neck.weight.fill_(5.0)
+    model.reset_parameters()
+    assert abs(model.neck.weight.mean() - 1) < 0.01 and not model.neck.bias.requires_grad
+    assert all(torch.equal(v, vgg[k]) for k, v in model.pef.state_dict().items())  # the VGG is kept
