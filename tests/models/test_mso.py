@@ -543,3 +543,10 @@ def test_agw_state_dict_loads_and_reset_parameters() -> None:
     model.reset_parameters()
     assert abs(model.neck.weight.mean() - 1) < 0.01 and not model.neck.bias.requires_grad
     assert all(torch.equal(v, vgg[k]) for k, v in model.pef.state_dict().items())  # the VGG is kept
+
+
+def test_criterion_promotes_half_never_casts_down() -> None:
+    labels, modalities = torch.tensor([0, 1, 2, 3] * 2), torch.tensor([0] * 4 + [1] * 4)
+    for dtype, want in ((torch.bfloat16, torch.float32), (torch.float16, torch.float32), (F64, F64)):
+        terms = MSOCriterion()(random_output(8, 4, seed=2, dtype=dtype), batch(labels, modalities))
+        assert all(t.dtype == want for t in terms.values()), (dtype, {k: t.dtype for k, t in terms.items()})
