@@ -4,6 +4,8 @@ from .agw import AGW, OFFICIAL_NON_LOCAL_BLOCKS, AGWCriterion, AGWFeature, AGWMe
 from .ddag import DDAG, DDAGFeature, DDAGOutput
 from .ddag_criterion import DDAGCriterion
 from .deen import DEEN, DEENCriterion, DEENOutput, DEENVariant, EmbedMode
+from .mso import MSO, MSOFeature, MSOOutput, VGGWeights
+from .mso_criterion import MSOCriterion
 
 __all__ = [
     "AGW",
@@ -20,5 +22,10 @@ __all__ = [
     "DEENOutput",
     "DEENVariant",
     "EmbedMode",
+    "MSO",
+    "MSOCriterion",
+    "MSOFeature",
+    "MSOOutput",
     "OFFICIAL_NON_LOCAL_BLOCKS",
+    "VGGWeights",
 ]
