@@ -12,6 +12,7 @@ from .datasets import (
     read_sysu_mm01,
     register_dataset,
 )
+from .mpanet_sampler import MPANetIdentitySampler
 from .records import ImageRecord, VIReIDDataset, relabel
 from .sampler import CrossModalityIdentitySampler, EpochLength
 from .transforms import (
@@ -48,6 +49,7 @@ __all__ = [
     "ImageReadError",
     "ImageRecord",
     "ImageSample",
+    "MPANetIdentitySampler",
     "RandomErasingFill",
     "TRAIN_PIPELINES",
     "TrainPipeline",
