@@ -36,7 +36,7 @@ from common import machine_slug, peak_memory, run_metadata, time_case, validate_
 
 import vireid_layers as vl
 from vireid_layers.data import ImageSample
-from vireid_layers.models import DDAGCriterion, DDAGOutput
+from vireid_layers.models import DDAGCriterion, DDAGOutput, MPANetCriterion, MPANetOutput
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,16 @@ def cases(quick: bool, cpu: bool) -> list[Case]:  # noqa: C901 - one small facto
         logits, part_logits = (_grad(torch.randn(ddag_b, 395, device=dev), g) for _ in range(2))
         graph = _grad(torch.randn(ddag_b, 395, device=dev).log_softmax(1), g)
         out, batch = DDAGOutput(pooled, pooled, logits, pooled, part_logits, graph), ImageSample(None, y, y, y)
+        return lambda: criterion.total(criterion(out, batch))
+
+    def mpanet_criterion(dev: torch.device, g: bool) -> Callable[[], Any]:
+        criterion = MPANetCriterion().to(dev)
+        y, m = _ids(mpa_b, 8).to(dev), _mods(mpa_b, 8).to(dev)
+        features = _grad(torch.randn(mpa_b, 14336 // s, device=dev), g)
+        masks = _grad(torch.rand(mpa_b, 6, 24, 8, device=dev), g)
+        logits, own = (_grad(torch.randn(mpa_b, 395, device=dev), g) for _ in range(2))
+        out = MPANetOutput(features, features, logits, masks, own, torch.randn(mpa_b, 395, device=dev))
+        batch = ImageSample(None, y, y, m)
         return lambda: criterion.total(criterion(out, batch))
 
     def mam(dev: torch.device, g: bool) -> Callable[[], Any]:
@@ -231,6 +241,12 @@ def cases(quick: bool, cpu: bool) -> list[Case]:  # noqa: C901 - one small facto
         Case("MPANet", "CenterClusterLoss", f"{mpa_b}×14336, 16 ids × 8", center),
         Case("MPANet", "ModalityClassifiers + MutualMeanLoss", f"{mpa_b}×14336, 395 classes", modality),
         Case("MPANet", "mean_classifier_momentum", "epoch (int)", momentum, host=True),
+        Case(
+            "MPANet",
+            "MPANetCriterion (CE + CC + sep + L_v + L_i + MM)",
+            f"{mpa_b}×14336 features, {mpa_b}×6×24×8 maps, 3 × {mpa_b}×395 logits, 16 ids × 8",
+            mpanet_criterion,
+        ),
         Case("MSO", "SobelEdges", f"{mso_b}×3×288×144", sobel),
         Case("MSO", "sobel_edges(combine='magnitude')", f"{mso_b}×3×288×144", sobel_functional),
         Case("MSO", "sobel_kernels", "4×1×3×3", kernels, host=True),

@@ -12,6 +12,7 @@ from .datasets import (
     read_sysu_mm01,
     register_dataset,
 )
+from .mpanet_sampler import MPANetIdentitySampler
 from .preprocess import OFFICIAL_TEST_INPUTS, ImagePreprocessor
 from .records import ImageRecord, VIReIDDataset, relabel
 from .sampler import CrossModalityIdentitySampler, EpochLength
@@ -50,6 +51,7 @@ __all__ = [
     "ImageReadError",
     "ImageRecord",
     "ImageSample",
+    "MPANetIdentitySampler",
     "OFFICIAL_TEST_INPUTS",
     "RandomErasingFill",
     "TRAIN_PIPELINES",

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._validation import check_labels, check_modalities
-from ..losses._numerics import at_least_float32, check_finite_nonnegative
+from .._validation import check_labels, check_modalities, check_nonnegative
+from ..distances import at_least_float32
 from ..losses.cmcc import CMCCLoss
 from ..losses.wrt import WRTForm, WRTLoss
 from .mso import MSOOutput
@@ -88,9 +88,9 @@ class MSOCriterion(nn.Module):
                 raise TypeError(f"`{name}` must be a bool, got {type(value).__name__} {value!r}")
         self.weights: dict[str, float] = {
             "ce": 1.0,
-            "wrt": check_finite_nonnegative(lambda_wrt, "lambda_wrt"),
-            "pef": check_finite_nonnegative(lambda_pef, "lambda_pef"),
-            "cmcc": check_finite_nonnegative(lambda_cmcc, "lambda_cmcc"),
+            "wrt": check_nonnegative(lambda_wrt, "lambda_wrt"),
+            "pef": check_nonnegative(lambda_pef, "lambda_pef"),
+            "cmcc": check_nonnegative(lambda_cmcc, "lambda_cmcc"),
         }
         self.wrt = WRTLoss(normalize=normalize_wrt, form=wrt_form)
         self.cmcc = CMCCLoss(normalize=normalize_cmcc)
