@@ -97,7 +97,7 @@ class GraphAttentionLoss(nn.Module):
 
 
 def dynamic_aggregation_weight(previous_epoch_mean: float | None) -> float:
-    r"""The weight of the graph loss in DDAG's dynamic dual aggregation (Eq. 11).
+    r"""The weight of the graph loss in DDAG's dynamic dual aggregation (equation 11).
 
     .. math::
 
@@ -136,7 +136,7 @@ def dynamic_aggregation_weight(previous_epoch_mean: float | None) -> float:
 
 
 class DynamicDualAggregation:
-    r"""Tracks :math:`\mathbb{E}[\mathcal{L}_P]` per epoch and gives the graph-loss weight of DDAG (Eq. 11).
+    r"""Tracks :math:`\mathbb{E}[\mathcal{L}_P]` per epoch and gives the graph-loss weight of DDAG (equation 11).
 
     Call :meth:`update` with :math:`\mathcal{L}_P` (the identity, triplet and part losses, **without** the graph
     loss) after every batch, :meth:`step_epoch` at the end of every epoch, and weight the graph loss with

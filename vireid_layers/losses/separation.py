@@ -13,7 +13,7 @@ __all__ = ["SeparationLoss", "separation_loss"]
 
 
 def separation_loss(masks: Tensor, *, reduction: Reduction = "mean") -> Tensor:
-    r"""Mean pairwise overlap of the :math:`l` pattern maps of each image (Eq. 7 of :cite:`wu2021mpanet`).
+    r"""Mean pairwise overlap of the :math:`l` pattern maps of each image (equation 7 of :cite:`wu2021mpanet`).
 
     With the maps of one image reshaped to :math:`M \in \mathbb{R}^{hw \times l}`,
 
