@@ -1,6 +1,6 @@
 """Shared pytest configuration of the test suite: the hypothesis ``ci`` profile and the helper import path.
 
-The doctest globals live in the root ``conftest.py`` so that they also reach the doctests of the package.
+The doctests of the package import what they use themselves (as a user copying them needs), so no globals are injected.
 """
 
 from __future__ import annotations

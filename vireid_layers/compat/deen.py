@@ -91,6 +91,8 @@ def convert_official_deen_state_dict(
         ValueError: if ``variant`` is unknown or does not match the checkpoint.
 
     Examples:
+        >>> import torch
+        >>> from vireid_layers.compat import convert_official_deen_state_dict
         >>> official = {
         ...     "module.visible_module.visible.conv1.weight": torch.zeros(64, 3, 7, 7),
         ...     "module.visible_module.visible.layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1),

@@ -115,6 +115,8 @@ class AGW(PretrainedMixin, nn.Module):
         - Output of :meth:`embed`: :math:`(N, D)`.
 
     Examples:
+        >>> import torch
+        >>> from vireid_layers.models import AGW
         >>> model = AGW(10, backbone="resnet18")
         >>> model.non_local_positions
         ((), (0, 1), (0, 1), ())
@@ -346,7 +348,9 @@ class AGWCriterion(nn.Module):
         - Output: ``{"ce", "wrt"}`` or ``{"ce", "triplet"}`` scalars.
 
     Examples:
+        >>> import torch
         >>> from vireid_layers.data import ImageSample
+        >>> from vireid_layers.models import AGW, AGWCriterion
         >>> model, criterion = AGW(4, backbone="resnet18"), AGWCriterion()
         >>> images = torch.randn(8, 3, 64, 32)
         >>> labels, modalities = torch.arange(4).repeat(2), torch.tensor([0] * 4 + [1] * 4)

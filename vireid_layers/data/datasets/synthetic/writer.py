@@ -143,6 +143,8 @@ def read_synthetic(root: str | os.PathLike[str]) -> VIReIDDataset:
 
     Examples:
         >>> import tempfile
+        >>> import vireid_layers
+        >>> from vireid_layers.data.datasets.synthetic import make_synthetic_dataset, read_synthetic
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     root = make_synthetic_dataset(
         ...         tmp, num_identities=4, train_identities=2, images_per_camera=1, height=32, width=16
