@@ -33,6 +33,7 @@ from .protocols import (
     parse_sysu_permutation,
     register_protocol,
 )
+from .evaluator import ProtocolEvaluator, ProtocolReport, default_embed
 from .rerank import k_reciprocal_rerank
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "FlipMode",
     "LLCMProtocol",
     "PROTOCOLS",
+    "ProtocolEvaluator",
+    "ProtocolReport",
     "ProtocolResult",
     "RegDBProtocol",
     "RetrievalMetrics",
@@ -54,6 +57,7 @@ __all__ = [
     "TrialResult",
     "TrialSelection",
     "build_protocol",
+    "default_embed",
     "evaluate_protocol",
     "exclude_same_camera",
     "exclude_same_identity_and_camera",
