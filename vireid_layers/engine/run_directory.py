@@ -312,6 +312,7 @@ class RunDirectory:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
         except ImportError:
             self.log("plots skipped: matplotlib is not installed (pip install matplotlib)")
             return []
@@ -345,6 +346,8 @@ class RunDirectory:
         ax.legend(fontsize=8)
         for extra in list(axes.flat)[len(terms) + 1 :]:
             extra.set_visible(False)
+        for panel in axes.flat:
+            panel.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         fig.suptitle("training loss terms (each panel on its own scale)", fontsize=11)
         fig.tight_layout()
         written = [out / "loss.png", out / "lr.png"]
@@ -353,6 +356,7 @@ class RunDirectory:
         fig, ax = plt.subplots(figsize=(7, 3))
         ax.plot(steps, [_value(r, "lr") for r in rows])
         ax.set(xlabel="step", ylabel="learning rate (largest group)", title="learning rate")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         fig.savefig(written[1], dpi=100, bbox_inches="tight")
         plt.close(fig)

@@ -47,7 +47,7 @@ def default_forward(model: nn.Module, batch: Any) -> Any:
     """Call ``model`` on a batch: ``model(batch)`` (a tensor), ``model(**batch)`` (a mapping), else ``model(*batch)``.
 
     A batch of another structure (e.g. named fields of which the model takes only some) needs a ``forward``
-    of its own, ``Trainer(..., forward=lambda model, batch: model(batch.image, batch.modality))``.
+    of its own, ``Trainer(..., forward=lambda model, batch: model(batch.inputs))``.
 
     Examples:
         >>> default_forward(lambda x, y: x + y, (torch.ones(1), torch.ones(1)))
