@@ -1,6 +1,7 @@
 """Vectorised re-identification evaluation: metrics, protocols, feature extraction and re-ranking."""
 
 from .dataset_protocol import DEFAULT_DIRECTIONS, protocol_for_dataset
+from .evaluator import ProtocolEvaluator, ProtocolReport, default_embed
 from .extraction import FlipMode, extract_features
 from .metrics import (
     ExclusionRule,
@@ -33,7 +34,6 @@ from .protocols import (
     parse_sysu_permutation,
     register_protocol,
 )
-from .evaluator import ProtocolEvaluator, ProtocolReport, default_embed
 from .rerank import k_reciprocal_rerank
 
 __all__ = [
