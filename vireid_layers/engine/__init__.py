@@ -5,6 +5,7 @@ interfaces of :mod:`~vireid_layers.engine.interfaces`. What trains a particular 
 criterion, optimiser, schedule, loader, evaluation) is its recipe, :mod:`vireid_layers.recipes`.
 """
 
+from .batches import default_forward, default_gather
 from .checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
@@ -19,7 +20,7 @@ from .distributed import all_gather_cat, distributed_info, gather_nested, init_d
 from .interfaces import Criterion, EvaluationResult, GatherableOutput, format_metrics_table, metrics_of
 from .run_directory import RunDirectory, environment_info, jsonable
 from .schedule import WarmupStepSchedule, warmup_step_factor
-from .trainer import Trainer, TrainingResult, default_forward, default_gather
+from .trainer import Trainer, TrainingResult
 
 __all__ = [
     "AmpMode",

@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from .interfaces import metrics_of, payload_of, plot_curves_of, table_of
+
 __all__ = ["RunDirectory", "environment_info", "jsonable"]
 
 #: The files with one row per logged step; their row counts go into every checkpoint.
@@ -293,6 +295,26 @@ class RunDirectory:
         if path is not None:
             path.mkdir(exist_ok=True)
         return path
+
+    def write_results(self, result: Any, summary: Mapping[str, Any]) -> str:
+        """``results.json`` (``summary`` and the result's ``as_dict()``) and ``results.md``; returns the table.
+
+        ``result`` is an evaluation result of the engine's interface (:mod:`~vireid_layers.engine.interfaces`).
+        """
+        metrics = metrics_of(result)
+        table = table_of(result, metrics)
+        self.write_json("results.json", {**summary, "results": payload_of(result, metrics)})
+        head = ", ".join(f"{k}={v}" for k, v in summary.items() if k == "selected_on")
+        self.write_text("results.md", f"{head}\n\n{table}\n")
+        return table
+
+    def write_plots(self, loss_terms: Sequence[str], weights: Mapping[str, float] | None, result: Any) -> list[Path]:
+        """:meth:`plot` of the loss terms, then the evaluation ``result``'s own figures (``plot_curves``), if any."""
+        written = self.plot(loss_terms, weights)
+        plots = self.plots_dir() if result is not None else None
+        if plots is not None:
+            written += plot_curves_of(result, plots)
+        return written
 
     def plot(self, loss_terms: Sequence[str], weights: Mapping[str, float] | None = None) -> list[Path]:
         """``plots/loss.png`` and ``plots/lr.png`` from the logged training rows; needs matplotlib.

@@ -12,7 +12,6 @@ the final result. Its options are one :class:`~vireid_layers.engine.TrainerConfi
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .batches import default_device, default_forward, default_gather, find_sampler, progress_bar, to_device
 from .checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
@@ -33,68 +33,14 @@ from .checkpoint import (
     unwrap_model,
 )
 from .config import TrainerConfig
-from .distributed import distributed_info, gather_nested
-from .interfaces import metrics_of, payload_of, plot_curves_of, summary_of, table_of
+from .distributed import distributed_info
+from .interfaces import metrics_of, summary_of
 from .run_directory import RunDirectory, environment_info
 
-__all__ = ["Trainer", "TrainingResult", "default_forward", "default_gather"]
+__all__ = ["Trainer", "TrainingResult"]
 
 Evaluator = Callable[[nn.Module], Any]
 CHECKPOINT_FORMAT = 1
-
-
-def default_forward(model: nn.Module, batch: Any) -> Any:
-    """Call ``model`` on a batch: ``model(batch)`` (a tensor), ``model(**batch)`` (a mapping), else ``model(*batch)``.
-
-    A batch of another structure (e.g. named fields of which the model takes only some) needs a ``forward``
-    of its own, ``Trainer(..., forward=lambda model, batch: model(batch.inputs))``.
-
-    Examples:
-        >>> default_forward(lambda x, y: x + y, (torch.ones(1), torch.ones(1)))
-        tensor([2.])
-    """
-    if isinstance(batch, Tensor):
-        return model(batch)
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    if isinstance(batch, tuple | list):
-        return model(*batch)
-    return model(batch)
-
-
-def default_gather(output: Any, batch: Any) -> tuple[Any, Any]:
-    """Merge ``output`` and ``batch`` of every DDP rank: ``output.gather()`` when defined, else tensor by tensor.
-
-    Every tensor of ``batch`` (and of an output without ``gather``) is concatenated along dim 0 in rank order with
-    an autograd-aware all-gather (:func:`~vireid_layers.engine.gather_nested`).
-    """
-    gather = getattr(output, "gather", None)
-    if callable(gather) and not isinstance(output, Tensor):  # Tensor.gather is an indexing op, not a collective
-        return gather(), gather_nested(batch)
-    return gather_nested(output), gather_nested(batch)
-
-
-def _to_device(batch: Any, device: torch.device, channels_last: bool) -> Any:
-    if isinstance(batch, Tensor):
-        batch = batch.to(device, non_blocking=True)
-        if channels_last and batch.dim() == 4 and batch.is_floating_point():
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        return batch
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(_to_device(v, device, channels_last) for v in batch))
-    if isinstance(batch, tuple | list):
-        return type(batch)(_to_device(v, device, channels_last) for v in batch)
-    if isinstance(batch, Mapping):
-        return {k: _to_device(v, device, channels_last) for k, v in batch.items()}
-    return batch
-
-
-def _find_sampler(loader: Any) -> Any:
-    for attr in ("batch_sampler", "sampler"):
-        sampler = getattr(loader, attr, None)
-        if sampler is not None and hasattr(sampler, "set_epoch"):
-            return sampler
-    return None
 
 
 @dataclass
@@ -184,7 +130,7 @@ class Trainer:
 
         self.config = config
         self.rank, self.world_size = distributed_info()
-        self.device = torch.device(config.device) if config.device is not None else _default_device()
+        self.device = torch.device(config.device) if config.device is not None else default_device()
         amp = config.amp
         if amp == "auto":
             amp = "bf16" if self.device.type == "cuda" else None
@@ -195,7 +141,7 @@ class Trainer:
         self.optimizer = optimizer
         self.schedule = schedule
         self.train_loader = train_loader
-        self.sampler = _find_sampler(train_loader)
+        self.sampler = find_sampler(train_loader)
         self.forward_fn = forward or default_forward
         self.gather_fn = gather or default_gather
         self.evaluate_fn = evaluate
@@ -333,7 +279,7 @@ class Trainer:
 
     def train_step(self, batch: Any) -> dict[str, float]:
         """One optimisation step on one batch; returns the loss terms, their total and the gradient norm."""
-        batch = _to_device(batch, self.device, self.config.channels_last)
+        batch = to_device(batch, self.device, self.config.channels_last)
         with self._autocast():
             output = self.forward_fn(self.model, batch)
         if self.world_size > 1:
@@ -373,7 +319,7 @@ class Trainer:
         self.model.train()
         sums, count = dict(self._epoch_sums), self._step_in_epoch  # non-empty when resumed mid-epoch
         start = time.perf_counter()
-        bar = _progress_bar(self.train_loader, epoch) if self.config.progress and self.rank == 0 else None
+        bar = progress_bar(self.train_loader, epoch) if self.config.progress and self.rank == 0 else None
         source = bar if bar is not None else self.train_loader
         if count:  # resumed mid-epoch: starting an iterator draws a seed from the global RNG (DataLoader), which
             cpu_rng = torch.get_rng_state()  # the interrupted run drew at the epoch's start, before the checkpoint
@@ -501,27 +447,14 @@ class Trainer:
             state = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             self.module.load_state_dict(strip_prefixes(state["model"]))
             self.run.log(f"loaded the best checkpoint (epoch {self.best_epoch}, selected_on={selected})")
-        final = None
-        if self.test_fn is not None:
-            final = self._evaluate(self.test_fn)
-            metrics = metrics_of(final)
-            table = table_of(final, metrics)
+        final = self._evaluate(self.test_fn) if self.test_fn is not None else None
+        if final is not None:
+            summary = {"selected_on": selected, "best_epoch": self.best_epoch, "epochs": self.epoch}
+            table = self.run.write_results(final, summary)
             self.run.log(f"final results (selected_on={selected}):\n{table}")
-            self.run.write_json(
-                "results.json",
-                {
-                    "selected_on": selected,
-                    "best_epoch": self.best_epoch,
-                    "epochs": self.epoch,
-                    "results": payload_of(final, metrics),
-                },
-            )
-            self.run.write_text("results.md", f"selected_on={selected}\n\n{table}\n")
-        written = self.run.plot(self._loss_terms, getattr(self.criterion, "weights", None))
-        shown = final if final is not None else last_eval
-        plots = self.run.plots_dir() if shown is not None else None
-        if plots is not None:
-            written += plot_curves_of(shown, plots)
+        written = self.run.write_plots(
+            self._loss_terms, getattr(self.criterion, "weights", None), final if final is not None else last_eval
+        )
         if written:
             self.run.log(f"plots written: {', '.join(str(p) for p in written)}")
         self.run.close()
@@ -538,18 +471,3 @@ def _check_collaborators(config: object, criterion: object, optimizer: object, *
     for name, value in zip(("schedule", "forward", "gather", "evaluate", "test"), callables, strict=True):
         if value is not None and not callable(value):
             raise TypeError(f"`{name}` must be callable or None, got {value!r}")
-
-
-def _progress_bar(loader: Any, epoch: int) -> Any:
-    """A tqdm bar over ``loader`` when tqdm is installed and stderr is a terminal, else ``None``."""
-    if not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(loader, desc=f"epoch {epoch}", leave=False)
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
