@@ -27,12 +27,12 @@ from vireid_layers.recipes import (
     ConfigurationError,
     DEENRecipe,
     Recipe,
+    build_pipeline,
     build_recipe,
     list_recipes,
     register_recipe,
     train,
 )
-from vireid_layers.recipes.base import build_pipeline
 from vireid_layers.recipes.cli import build_parser, main, parse_args
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,22 +14,10 @@ one in a few lines::
 """
 
 from .agw import AGWConfig, AGWRecipe, AGWSchedule
-from .base import (
-    DATASETS,
-    QUICK_RUN,
-    ConfigurationError,
-    Recipe,
-    RecipeConfig,
-    build_recipe,
-    gather_outputs_and_labels,
-    head_param_groups,
-    image_forward,
-    list_recipes,
-    option,
-    recipe_class,
-    register_recipe,
-)
+from .base import Recipe, build_recipe, list_recipes, recipe_class, register_recipe
+from .config import DATASETS, QUICK_RUN, ConfigurationError, RecipeConfig, option
 from .deen import DEENConfig, DEENRecipe, DEENSchedule, deen_lr_factor, deen_param_groups
+from .parts import build_pipeline, gather_outputs_and_labels, head_param_groups, image_forward
 from .runner import SYNTHETIC_CACHE, RunSetup, read_dataset, setup, train, validation_identities
 
 __all__ = [
@@ -46,6 +34,7 @@ __all__ = [
     "RecipeConfig",
     "RunSetup",
     "SYNTHETIC_CACHE",
+    "build_pipeline",
     "build_recipe",
     "deen_lr_factor",
     "deen_param_groups",

@@ -38,7 +38,8 @@ from torch import nn
 
 from ..engine import WarmupStepSchedule
 from ..models import AGW, AGWCriterion
-from .base import Recipe, RecipeConfig, fail, option, register_recipe
+from .base import Recipe, register_recipe
+from .config import RecipeConfig, fail, option
 
 __all__ = ["AGWConfig", "AGWRecipe", "AGWSchedule"]
 

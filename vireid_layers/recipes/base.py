@@ -1,379 +1,30 @@
-"""What every recipe shares: the configuration fields, the :class:`Recipe` interface and the recipe registry.
+"""The :class:`Recipe` interface and the recipe registry.
 
 A recipe is everything that makes "method X trained the official way": its model factory, its criterion and
 loss weights, its parameter groups and optimiser, its learning-rate schedule, its training transform and
 sampler layout, its evaluation feature, the official values per dataset and the quick synthetic settings. One
 module per method (:mod:`~vireid_layers.recipes.deen`, :mod:`~vireid_layers.recipes.agw`) subclasses
-:class:`Recipe` and :class:`RecipeConfig` and registers itself by name (:func:`register_recipe`);
-:func:`build_recipe` builds one by name and :func:`~vireid_layers.recipes.train` runs it.
+:class:`Recipe` and :class:`~vireid_layers.recipes.RecipeConfig` and registers itself by name
+(:func:`register_recipe`); :func:`build_recipe` builds one by name and :func:`~vireid_layers.recipes.train` runs
+it.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
-import types
-import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torchvision.transforms import v2
 
-from ..data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    TRAIN_PIPELINES,
-    VIReIDDataset,
-    build_test_transform,
-    build_train_loader,
-    build_train_transform,
-)
-from ..engine import TrainerConfig, WarmupStepSchedule, all_gather_cat
+from ..data import VIReIDDataset, build_test_transform, build_train_loader
+from ..engine import TrainerConfig, WarmupStepSchedule
 from ..evaluation import ProtocolEvaluator, negative_cosine_similarity, protocol_for_dataset
+from .config import QUICK_RUN, RecipeConfig, fail
+from .parts import build_pipeline, gather_outputs_and_labels, head_param_groups, image_forward
 
-__all__ = [
-    "DATASETS",
-    "QUICK_RUN",
-    "ConfigurationError",
-    "Recipe",
-    "RecipeConfig",
-    "build_recipe",
-    "gather_outputs_and_labels",
-    "head_param_groups",
-    "image_forward",
-    "list_recipes",
-    "option",
-    "register_recipe",
-]
-
-#: The datasets a recipe trains on (``--dataset``); ``"synthetic"`` is written to disk on first use.
-DATASETS = ("synthetic", "sysu", "regdb", "llcm")
-
-
-class ConfigurationError(ValueError):
-    """A configuration value a recipe cannot run with; the message names the option, the allowed and the given."""
-
-
-def option(default: Any, help: str, *, choices: tuple[Any, ...] | None = None) -> Any:
-    """A configuration field with its command-line help text (and allowed values): ``field(default, metadata)``."""
-    return field(default=default, metadata={"help": help, "choices": choices})
-
-
-@dataclass
-class RecipeConfig:
-    """The values every recipe shares: data, batches, optimiser, schedule, evaluation and the engine.
-
-    The defaults are the official SYSU-MM01 values of the recipe (DEEN's here; each recipe's subclass sets its
-    own); :attr:`Recipe.quick_run` holds the quick synthetic run's overrides. Every field is a command-line
-    option of ``vireid-train`` (its name with dashes), with the help text of its metadata.
-    """
-
-    dataset: str = option(
-        "sysu", "dataset (synthetic is written to ~/.cache/vireid_layers on first use)", choices=DATASETS
-    )
-    root: str | None = option(None, "the dataset folder in its published layout (required for real datasets)")
-    backbone: str = option("resnet50.tv_in1k", "timm backbone (resnet50.tv_in1k: the torchvision ImageNet weights)")
-    pretrained: bool = option(True, "start from the backbone's ImageNet weights (downloaded once by timm)")
-    height: int = option(384, "image height")
-    width: int = option(144, "image width")
-    batch_identities: int = option(6, "identities per batch (P)")
-    num_instances: int = option(4, "images per identity and modality (K); a batch holds 2PK images")
-    epoch_length: str = option("official", "batches per epoch: official, all_images or a number")
-    optimizer: str = option("sgd", "sgd (momentum, Nesterov; official) or adam", choices=("sgd", "adam"))
-    lr: float = option(0.1, "learning rate of the head (BN neck and classifier)")
-    backbone_lr_scale: float = option(0.1, "the rest of the network learns at this times --lr")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "weight decay of every parameter group")
-    nesterov: bool = option(True, "Nesterov momentum (SGD)")
-    epochs: int = option(151, "epochs")
-    warmup_epochs: int = option(10, "linear learning-rate warm-up over these epochs")
-    milestones: tuple[int, ...] = option((20, 80), "epochs at which the learning rate is multiplied by --gamma")
-    gamma: float = option(0.1, "learning-rate decay at each milestone")
-    lambda_triplet: float = option(1.0, "weight of the triplet loss")
-    margin: float = option(0.3, "triplet margin")
-    pipeline: str = option("auto", "training transform: auto (the recipe's for the dataset), a registered name, light")
-    direction: str = option("auto", "query -> gallery modality; auto: i2v for SYSU/LLCM, v2i for RegDB")
-    mode: str = option("all", "SYSU-MM01 search mode", choices=("all", "indoor"))
-    trial: int = option(1, "RegDB split, 1..10")
-    eval_trials: int = option(10, "galleries averaged in the final evaluation")
-    feature: str = option("official", "the test-time feature")
-    flip: bool = option(False, "add the horizontally flipped image at test time")
-    eval_every: int = option(10, "evaluate every this many epochs (0: only the final evaluation)")
-    select_on: str = option(
-        "last",
-        "checkpoint selection: last; val (best Rank-1 on held-out training identities); "
-        "test (the official code: best Rank-1 on the test set, logged as selected_on=test)",
-        choices=("last", "val", "test"),
-    )
-    val_identities: int = option(0, "--select-on val: identities held out (seeded); 0: exp/val_id.txt")
-    amp: str = option(
-        "auto", "mixed precision: auto (bf16 on CUDA), bf16, fp16, none", choices=("auto", "bf16", "fp16", "none")
-    )
-    compile: bool = option(False, "torch.compile the model")
-    channels_last: bool = option(False, "channels-last memory format")
-    sync_bn: bool = option(False, "SyncBatchNorm under DDP (torchrun)")
-    grad_clip: float | None = option(None, "clip the global gradient norm to this value")
-    deterministic: bool = option(False, "deterministic algorithms (with a fixed --threads: a bit-reproducible run)")
-    seed: int = option(0, "seed of the weights, the sampler and the augmentations")
-    device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: CUDA if available)")
-    workers: int = option(4, "loader worker processes")
-    threads: int = option(
-        0,
-        "CPU intra-op threads (torch.set_num_threads); 0: torch's default, one per core. Use 1 on a busy machine: "
-        "threads of small ops wait on each other when the cores are shared. Results depend on the thread count",
-    )
-    eval_batch_size: int = option(128, "images per forward pass at test time")
-    run_dir: str | None = option(None, "run directory (default: runs/<recipe>-<dataset>-seed<seed>)")
-    log_every: int = option(10, "write a metrics row every this many steps")
-    checkpoint_every_steps: int | None = option(
-        None, "also write last.pt every this many steps (exact mid-epoch resume)"
-    )
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> typing.Self:
-        """A configuration from a mapping (a run's ``config.json``): unknown keys ignored, lists made tuples."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key in known:
-                default = known[key].default
-                kwargs[key] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
-        return cls(**kwargs)
-
-    def replace(self, **changes: Any) -> typing.Self:
-        """A copy with ``changes``; an unknown name raises :class:`ConfigurationError` listing the fields."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
-        if unknown:
-            raise ConfigurationError(f"invalid configuration: unknown option(s) {unknown}; options: {sorted(names)}")
-        return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The values as plain data (the ``config.json`` of a run, with the recipe's name and the classes)."""
-        return dataclasses.asdict(self)
-
-    def validate(self) -> typing.Self:
-        """Check every value; returns the configuration itself.
-
-        Raises:
-            ConfigurationError: the first bad value, named as its command-line option.
-        """
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            value, choices = getattr(self, f.name), f.metadata.get("choices")
-            if choices is not None and value not in choices:
-                fail(f"--{_flag(f.name)} must be one of {list(choices)}, got {value!r}")
-            _check_type(f.name, value, hints[f.name])
-        _check_data(self)
-        _check_numbers(self)
-        return self
-
-
-def _check_data(c: RecipeConfig) -> None:
-    if c.dataset != "synthetic":
-        if c.root is None:
-            fail(f"--root is required for --dataset {c.dataset} (the dataset folder in its published layout)")
-        if not Path(c.root).is_dir():
-            fail(f"--root {c.root!r} does not exist or is not a directory")
-    if c.epoch_length not in ("official", "all_images") and not c.epoch_length.isdigit():
-        fail(f"--epoch-length must be 'official', 'all_images' or a number of batches, got {c.epoch_length!r}")
-    if c.direction not in ("auto", "i2v", "v2i"):
-        fail(f"--direction must be one of ['auto', 'i2v', 'v2i'], got {c.direction!r}")
-    if c.dataset == "regdb" and not 1 <= c.trial <= 10:
-        fail(f"--trial must be in 1..10 for RegDB, got {c.trial}")
-    if c.mode != "all" and c.dataset not in ("sysu", "synthetic"):
-        fail(f"--mode {c.mode} exists only for SYSU-MM01 (and synthetic), not {c.dataset}")
-    if c.select_on == "val" and c.val_identities == 0 and c.dataset not in ("sysu", "synthetic"):
-        fail(
-            f"--select-on val needs --val-identities N for --dataset {c.dataset} (only SYSU-MM01's layout "
-            "defines validation identities, exp/val_id.txt)"
-        )
-
-
-def _check_numbers(c: RecipeConfig) -> None:
-    positive_ints = ("height", "width", "batch_identities", "num_instances", "epochs", "eval_trials", "eval_batch_size")
-    for name in positive_ints:
-        _at_least(c, name, 1)
-    for name in ("workers", "val_identities", "eval_every", "warmup_epochs", "threads", "weight_decay", "momentum"):
-        _at_least(c, name, 0)
-    for name in ("lr", "backbone_lr_scale", "margin", "gamma"):
-        if not getattr(c, name) > 0:
-            fail(f"--{_flag(name)} must be > 0, got {getattr(c, name)}")
-    _at_least(c, "lambda_triplet", 0)
-    _at_least(c, "log_every", 1)
-    if c.checkpoint_every_steps is not None:
-        _at_least(c, "checkpoint_every_steps", 1)
-    if c.grad_clip is not None and not c.grad_clip > 0:
-        fail(f"--grad-clip must be > 0, got {c.grad_clip}")
-
-
-def fail(message: str) -> typing.NoReturn:
-    """Reject a configuration: :class:`ConfigurationError` ``("invalid configuration: ...")``."""
-    raise ConfigurationError(f"invalid configuration: {message}")
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
-
-
-def _at_least(config: RecipeConfig, name: str, minimum: int) -> None:
-    if getattr(config, name) < minimum:
-        fail(f"--{_flag(name)} must be >= {minimum}, got {getattr(config, name)}")
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """Reject a value of the wrong type (a config built in Python, or a hand-edited ``config.json``)."""
-    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    for kind in allowed:
-        if kind is type(None) and value is None:
-            return
-        if typing.get_origin(kind) is tuple and isinstance(value, tuple) and all(isinstance(v, int) for v in value):
-            return
-        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return
-        if kind in (int, str, bool) and isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
-            return
-    fail(f"--{_flag(name)} must be of type {hint}, got {type(value).__name__} {value!r}")
-
-
-#: The quick synthetic CPU run every recipe starts from without ``--dataset``: a small network on small images
-#: for 14 epochs of 25 batches, from random weights (no download), so Adam for every parameter instead of the
-#: official SGD schedule; one warm-up epoch, a decay at epoch 11, no periodic evaluation, no loader workers.
-QUICK_RUN: dict[str, Any] = {
-    "dataset": "synthetic",
-    "backbone": "resnet18",
-    "pretrained": False,
-    "height": 64,
-    "width": 32,
-    "batch_identities": 8,
-    "num_instances": 2,
-    "epoch_length": "25",
-    "optimizer": "adam",
-    "lr": 0.001,
-    "backbone_lr_scale": 1.0,
-    "epochs": 14,
-    "warmup_epochs": 1,
-    "milestones": (11,),
-    "pipeline": "light",
-    "eval_every": 0,
-    "device": "cpu",
-    "workers": 0,
-    "log_every": 5,
-}
-
-
-# ------------------------------------------------------------------------------------------------ shared pieces
-
-
-def head_param_groups(
-    model: nn.Module,
-    lr: float,
-    *,
-    weight_decay: float = 5e-4,
-    backbone_scale: float = 0.1,
-    head: Callable[[str], bool] | None = None,
-) -> list[dict]:
-    """The official parameter groups of DEEN, AGW and DDAG: the head at ``lr``, the rest at ``backbone_scale * lr``.
-
-    The head is the BN neck and the classifier (names starting with ``neck.`` or ``classifier.``, as in
-    :class:`~vireid_layers.models.DEEN` and :class:`~vireid_layers.models.AGW`); everything else, AGW's
-    non-local blocks and DEEN's MFA and DEE included, is in the backbone group, as in the official code.
-    Parameters with ``requires_grad=False`` (the frozen BN-neck bias) are left out. Each group carries
-    ``base_lr``, the rate the trainer's per-epoch schedule multiplies.
-
-    Args:
-        model: the network.
-        lr: base learning rate of the head (official 0.1).
-        weight_decay: on every group (official 5e-4).
-        backbone_scale: factor of the other parameters' rate (official 0.1).
-        head: ``name -> bool`` telling which parameters belong to the head; default: names starting with
-            ``neck.`` or ``classifier.``.
-
-    Returns:
-        Two groups for ``torch.optim.SGD``: ``[backbone, head]``.
-
-    Raises:
-        ValueError: no parameter belongs to the head.
-
-    Examples:
-        >>> net = nn.ModuleDict({"body": nn.Linear(2, 2), "classifier": nn.Linear(2, 3)})
-        >>> [(len(g["params"]), g["lr"]) for g in head_param_groups(net, 0.1)]
-        [(2, 0.010000000000000002), (2, 0.1)]
-    """
-    if head is None:
-
-        def head(name: str) -> bool:
-            return name.startswith(("neck.", "classifier."))
-
-    backbone, top = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (top if head(name) else backbone).append(param)
-    if not top:
-        raise ValueError("no head parameters found (expected names starting with 'neck.' or 'classifier.')")
-    return [
-        {"params": backbone, "lr": lr * backbone_scale, "base_lr": lr * backbone_scale, "weight_decay": weight_decay},
-        {"params": top, "lr": lr, "base_lr": lr, "weight_decay": weight_decay},
-    ]
-
-
-def image_forward(model: nn.Module, batch: Any) -> Any:
-    """``model(batch.image, batch.modality)``: the training forward of the package's models on an ``ImageSample``."""
-    return model(batch.image, batch.modality)
-
-
-def gather_outputs_and_labels(output: Any, batch: Any) -> tuple[Any, Any]:
-    """Merge a model output and its ``ImageSample`` batch across DDP ranks for the losses.
-
-    The output gathers itself (``output.gather()``: :meth:`DEENOutput.gather <vireid_layers.models.DEENOutput.gather>`
-    keeps DEEN's block layout); of the batch only the identities, cameras and modalities are gathered: the losses
-    do not read the images, which are not sent (``image`` becomes an empty slice).
-    """
-    small = batch._replace(
-        image=batch.image[:0],
-        identity=all_gather_cat(batch.identity),
-        camera=all_gather_cat(batch.camera),
-        modality=all_gather_cat(batch.modality),
-    )
-    return output.gather(), small
-
-
-def _light_pipeline(gray: bool) -> Callable[[int, int], v2.Compose]:
-    """Resize, (grey with probability 0.5, as DEEN's ``RandomGrayscale``), flip: for tiny synthetic images."""
-
-    def build(height: int, width: int) -> v2.Compose:
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.RGB(),
-                v2.Resize((height, width), antialias=True),
-                *([v2.RandomGrayscale(0.5)] if gray else []),
-                v2.RandomHorizontalFlip(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-                v2.ToPureTensor(),
-            ]
-        )
-
-    return build
-
-
-def build_pipeline(name: str, height: int, width: int) -> Callable[[Any], Tensor]:
-    """A training transform by name: a registered pipeline, or one of the local light ones for tiny images.
-
-    ``light`` / ``light_gray`` are built here until they are registered in
-    :data:`~vireid_layers.data.TRAIN_PIPELINES` (then the registered ones are used).
-    """
-    if name not in TRAIN_PIPELINES and name in ("light", "light_gray"):  # local fallback, see the docstring
-        return _light_pipeline(name == "light_gray")(height, width)
-    return build_train_transform(name, height=height, width=width)
-
-
-# ------------------------------------------------------------------------------------------------ the recipe
+__all__ = ["Recipe", "build_recipe", "list_recipes", "recipe_class", "register_recipe"]
 
 
 class Recipe(abc.ABC):
@@ -594,7 +245,12 @@ def register_recipe(name: str, recipe: type[Recipe]) -> type[Recipe]:
 
 
 def list_recipes() -> list[str]:
-    """The registered recipe names, sorted."""
+    """The registered recipe names, sorted.
+
+    Examples:
+        >>> list_recipes()
+        ['agw', 'deen']
+    """
     return sorted(_RECIPES)
 
 
@@ -617,6 +273,15 @@ def build_recipe(name: str, config: RecipeConfig | None = None, **overrides: Any
 
     Raises:
         ValueError: unknown ``name`` (the message lists the registered ones), an unknown option or a bad value.
+
+    Examples:
+        >>> recipe = build_recipe("agw", epochs=2)
+        >>> type(recipe).__name__, recipe.config.dataset, recipe.config.epochs
+        ('AGWRecipe', 'synthetic', 2)
+        >>> build_recipe("xyz")
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown recipe 'xyz'; registered recipes: ['agw', 'deen']
     """
     cls = recipe_class(name)
     if config is None:

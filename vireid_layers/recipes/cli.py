@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import ConfigurationError, Recipe, RecipeConfig, list_recipes, recipe_class
+from .base import Recipe, list_recipes, recipe_class
+from .config import ConfigurationError, RecipeConfig
 from .runner import train
 
 try:  # the dataset's error for an image file it cannot decode

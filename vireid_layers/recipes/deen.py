@@ -46,7 +46,9 @@ from torch import Tensor, nn
 from ..engine import WarmupStepSchedule, warmup_step_factor
 from ..evaluation import negative_cosine_similarity, negative_dot_product
 from ..models import DEEN, DEENCriterion
-from .base import Recipe, RecipeConfig, fail, head_param_groups, option, register_recipe
+from .base import Recipe, register_recipe
+from .config import RecipeConfig, fail, option
+from .parts import head_param_groups
 
 __all__ = ["DEENConfig", "DEENRecipe", "DEENSchedule", "deen_lr_factor", "deen_param_groups"]
 

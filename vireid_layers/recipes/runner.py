@@ -19,7 +19,8 @@ import torch
 
 from ..data import VIReIDDataset, build_dataset
 from ..engine import Trainer, TrainingResult, init_distributed
-from .base import Recipe, fail
+from .base import Recipe
+from .config import fail
 
 __all__ = ["SYNTHETIC_CACHE", "RunSetup", "read_dataset", "setup", "train", "validation_identities"]
 
