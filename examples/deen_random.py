@@ -2,8 +2,8 @@
 
 It shows, without the engine or any data, how the blocks fit on the two-stream backbone (MFA after stages
 1-3, DEE after MFA3, BN neck and classifier) and how the DEEN losses are wired with explicit labels and
-modalities; ``vireid_layers.models.DEEN`` is the same network as one module, and ``examples/train_deen.py``
-trains and evaluates it on real or synthetic data. Defaults are small enough for a laptop CPU
+modalities; ``vireid_layers.models.DEEN`` is the same network as one module, and ``vireid-train``
+(``examples/train.py``) trains and evaluates it on real or synthetic data. Defaults are small enough for a laptop CPU
 (ResNet-18, 128x64 images, 4 identities x 2 images x 2 modalities); ``--backbone resnet50 --height 384
 --width 144 --identities 6 --instances 4`` is the official SYSU setting.
 
@@ -71,16 +71,18 @@ def random_batch(identities: int, instances: int, height: int, width: int, gener
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet18", help="timm model name (default: resnet18)")
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=64)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--backbone", default="resnet18", help="timm model name")
+    parser.add_argument("--height", type=int, default=128, help="image height")
+    parser.add_argument("--width", type=int, default=64, help="image width")
     parser.add_argument("--identities", type=int, default=4, help="identities per batch (P)")
     parser.add_argument("--instances", type=int, default=2, help="images per identity and modality (K)")
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=5, help="optimisation steps")
+    parser.add_argument("--lr", type=float, default=0.01, help="SGD learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batches")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="where to run")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

@@ -1,6 +1,7 @@
-"""Tests of the training engine: learning, exact resume, atomic checkpoints, validation, DDP on gloo.
+"""Tests of the training engine: learning, exact resume, atomic checkpoints, validation, DDP on gloo, the run
+directory after an interruption (stale temporaries, metric rows), the evaluation interface and the plots.
 
-The example scripts are tested in tests/examples/test_examples.py.
+The recipes are tested in tests/recipes/, the example scripts in tests/examples/test_examples.py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from torch.utils.data import DataLoader, Dataset
 from vireid_layers import HardTripletLoss
 from vireid_layers.data import CrossModalityIdentitySampler, ImageSample
 from vireid_layers.engine import (
-    DEENSchedule,
     Trainer,
-    deen_lr_factor,
-    deen_param_groups,
+    TrainerConfig,
+    WarmupStepSchedule,
+    default_forward,
+    default_gather,
     load_checkpoint,
     save_checkpoint,
 )
 from vireid_layers.engine import checkpoint as checkpoint_module
+from vireid_layers.recipes import DEENSchedule, deen_lr_factor, deen_param_groups
 
 NUM_IDS, PER_ID = 6, 4  # identities, images per identity and modality
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,24 +103,25 @@ def make_loader(seed: int = 0, num_replicas: int = 1, rank: int = 0) -> DataLoad
     return DataLoader(data, batch_sampler=sampler)
 
 
+def image_forward(model: nn.Module, batch: ImageSample) -> tuple[Tensor, Tensor]:
+    return model(batch.image, batch.modality)
+
+
+#: The Trainer's own keyword arguments; every other keyword of `make_trainer` is a TrainerConfig option.
+COLLABORATORS = ("schedule", "forward", "gather", "evaluate", "test", "hparams")
+
+
 def make_trainer(run_dir: Path | None, epochs: int, *, model_seed: int = 0, **kwargs) -> Trainer:
     torch.manual_seed(model_seed)
     model = TinyNet(**kwargs.pop("model_kwargs", {}))
     optimizer = torch.optim.SGD(deen_param_groups(model, 0.1), lr=0.1, momentum=0.9, nesterov=True)
-    return Trainer(
-        model,
-        TinyCriterion(),
-        optimizer,
-        DEENSchedule(warmup_epochs=2, milestones=(3,)),
-        make_loader(),
-        device="cpu",
-        run_dir=run_dir,
-        epochs=epochs,
-        log_every=1,
-        progress=False,
-        deterministic=True,
-        **kwargs,
+    own = {k: kwargs.pop(k) for k in COLLABORATORS if k in kwargs}
+    own.setdefault("schedule", DEENSchedule(warmup_epochs=2, milestones=(3,)))
+    own.setdefault("forward", image_forward)
+    config = TrainerConfig(
+        device="cpu", run_dir=run_dir, epochs=epochs, log_every=1, progress=False, deterministic=True, **kwargs
     )
+    return Trainer(model, TinyCriterion(), optimizer, make_loader(), config, **own)
 
 
 def test_schedule_official_values() -> None:
@@ -198,15 +202,13 @@ def test_resume_mid_epoch_is_bit_exact(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", [0, 1.5, True])
 def test_checkpoint_every_steps_is_checked(value: object) -> None:
-    model = TinyNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="`checkpoint_every_steps` must be an int >= 1 or None"):
-        Trainer(model, TinyCriterion(), optimizer, None, make_loader(), device="cpu", checkpoint_every_steps=value)
+        TrainerConfig(device="cpu", checkpoint_every_steps=value)
 
 
 def test_resume_logs_configuration_changes(tmp_path: Path) -> None:
-    make_trainer(tmp_path, epochs=1, config={"epochs": 1, "lr": 0.1}).fit()
-    make_trainer(tmp_path, epochs=2, config={"epochs": 2, "lr": 0.1}).fit(resume=tmp_path / "last.pt")
+    make_trainer(tmp_path, epochs=1, hparams={"epochs": 1, "lr": 0.1}).fit()
+    make_trainer(tmp_path, epochs=2, hparams={"epochs": 2, "lr": 0.1}).fit(resume=tmp_path / "last.pt")
     log = (tmp_path / "train.log").read_text()
     assert "differs from config.json: epochs: 1 -> 2" in log and "lr:" not in log.split("differs")[1].splitlines()[0]
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 1  # the run's record is kept
@@ -265,6 +267,13 @@ def test_sigkill_during_write_keeps_previous_checkpoint(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     state = load_checkpoint(path)
     assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+    # The killed writer could not delete its temporary file; the next run in the directory does, on start.
+    orphans = list(tmp_path.glob(".last.pt.*.tmp"))
+    assert len(orphans) == 1 and orphans[0].read_bytes() == b"partial"
+    (tmp_path / "notes.tmp").write_text("not a checkpoint temporary: kept")
+    make_trainer(tmp_path, epochs=1).fit()
+    assert not list(tmp_path.glob(".*.tmp")) and (tmp_path / "notes.tmp").is_file()
+    assert f"removed {orphans[0].name}" in (tmp_path / "train.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -277,10 +286,8 @@ def test_sigkill_during_write_keeps_previous_checkpoint(tmp_path: Path) -> None:
     ],
 )
 def test_bad_trainer_configuration_fails_early(kwargs: dict, match: str) -> None:
-    model = TinyNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=match):
-        Trainer(model, TinyCriterion(), optimizer, None, make_loader(), device="cpu", **kwargs)
+        TrainerConfig(device="cpu", **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ DDP
@@ -300,7 +307,12 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         model = TinyNet(dropout=0.0)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         trainer = Trainer(
-            model, TinyCriterion(), optimizer, None, make_loader(num_replicas=world_size, rank=rank), device="cpu"
+            model,
+            TinyCriterion(),
+            optimizer,
+            make_loader(num_replicas=world_size, rank=rank),
+            TrainerConfig(device="cpu"),
+            forward=image_forward,
         )
         batch = next(iter(trainer.train_loader))
         values = trainer.train_step(batch)
@@ -354,3 +366,170 @@ def test_precision_and_layout_flags(tmp_path: Path, kwargs: dict) -> None:
         assert state["scaler"] and "scale" in state["scaler"]
     if "grad_clip" in kwargs:
         assert result.history[0]["grad_norm"] > 0
+
+
+# ------------------------------------------------------------------------------------------------ resumed run dir
+
+
+def _crash_at(trainer: Trainer, step: int) -> None:
+    real_step = trainer.train_step
+
+    def crash(batch: object) -> dict[str, float]:
+        if trainer.global_step == step:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    trainer.train_step = crash  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("row_counts", [True, False], ids=["row-counts", "old-checkpoint-by-step"])
+def test_resume_cuts_the_rows_logged_after_the_checkpoint(tmp_path: Path, row_counts: bool) -> None:
+    """Steps logged after the checkpoint by the interrupted run appear once: the files equal an uninterrupted run's."""
+    full = make_trainer(tmp_path / "full", epochs=2, eval_every=1, evaluate=lambda m: {"score": 0.5})
+    full.fit()
+    cut = make_trainer(tmp_path / "cut", epochs=2, eval_every=1, evaluate=lambda m: {"score": 0.5})
+    _crash_at(cut, 5)  # epochs of 3 steps: last.pt at step 3, rows of steps 4 and 5 logged after it
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    steps = [int(r.split(",")[2]) for r in (tmp_path / "cut" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3, 4, 5]
+    if not row_counts:  # a checkpoint written before the row counts were recorded: cut by step
+        state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+        assert state["logs"] == {"metrics.csv": 3, "metrics.jsonl": 4}
+        del state["logs"]
+        save_checkpoint(state, tmp_path / "cut" / "last.pt")
+    resumed = make_trainer(tmp_path / "cut", epochs=2, eval_every=1, evaluate=lambda m: {"score": 0.5})
+    resumed.fit(resume=tmp_path / "cut" / "last.pt")
+    for name in ("metrics.csv", "metrics.jsonl"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "full" / name).read_text(), name
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert "removed 2 later row(s) of metrics.csv, removed 2 later row(s) of metrics.jsonl" in log
+
+
+def test_resume_with_the_same_configuration_warns_of_nothing(tmp_path: Path) -> None:
+    hparams = {"epochs": 2, "lr": 0.1, "run_dir": str(tmp_path)}
+    make_trainer(tmp_path, epochs=1, hparams=hparams).fit()
+    make_trainer(tmp_path, epochs=1, hparams=hparams).fit(resume=tmp_path / "last.pt")
+    assert "differs from config.json" not in (tmp_path / "train.log").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ interfaces
+
+
+class Report:
+    """An evaluation result with every optional method of the engine's interface."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def to_metrics(self) -> dict[str, float]:
+        return {"hits": self.value, "misses": 1 - self.value}
+
+    def summary(self) -> str:
+        return f"hits {self.value:.2f}"
+
+    def format_table(self) -> str:
+        return f"| hits |\n|--:|\n| {self.value} |"
+
+    def as_dict(self) -> dict[str, float]:
+        return {"hits": self.value, "detail": "all"}
+
+    def plot_curves(self, directory: Path) -> list[Path]:
+        path = Path(directory) / "curve.txt"
+        path.write_text("a figure")
+        return [path]
+
+
+def test_evaluation_interface(tmp_path: Path) -> None:
+    scores = iter([0.2, 0.6, 0.4])
+    trainer = make_trainer(
+        tmp_path,
+        epochs=3,
+        eval_every=1,
+        evaluate=lambda model: Report(next(scores)),
+        test=lambda model: Report(0.9),
+    )
+    result = trainer.fit()
+    # select_metric=None selects on the first metric the evaluation returns: "hits", best at epoch 1.
+    assert (result.best_epoch, result.best_metric, result.selected_on) == (1, 0.6, "val")
+    assert [h["eval_hits"] for h in result.history] == [0.2, 0.6, 0.4]
+    log = (tmp_path / "train.log").read_text()
+    assert "evaluation after epoch 1 (val): hits 0.60" in log and "new best hits=0.6 at epoch 1" in log
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["results"] == {"hits": 0.9, "detail": "all"} and results["best_epoch"] == 1
+    assert "| 0.9 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "plots" / "curve.txt").read_text() == "a figure"
+
+
+def test_evaluation_mapping_and_bad_results(tmp_path: Path) -> None:
+    trainer = make_trainer(
+        tmp_path, epochs=1, evaluate=lambda m: {"a": 0.5, "note": "x"}, test=lambda m: {"a": 0.25}, select_metric="a"
+    )
+    assert trainer.fit().best_metric == 0.5
+    assert "| a | 0.25 |" in (tmp_path / "results.md").read_text()
+    bad = make_trainer(None, epochs=1, evaluate=lambda m: [0.5])
+    with pytest.raises(TypeError, match="to_metrics"):
+        bad.fit()
+    missing = make_trainer(None, epochs=1, evaluate=lambda m: {"a": 0.5}, select_metric="rank1")
+    with pytest.raises(KeyError, match="`select_metric` 'rank1' is not an evaluation metric"):
+        missing.fit()
+
+
+def test_default_forward_and_gather() -> None:
+    def add(x: Tensor, y: Tensor = 0) -> Tensor:  # type: ignore[assignment]
+        return x + y
+
+    one = torch.ones(2)
+    assert torch.equal(default_forward(add, one), one)
+    assert torch.equal(default_forward(add, (one, one)), 2 * one)
+    assert torch.equal(default_forward(add, {"x": one, "y": one}), 2 * one)
+
+    class Output:
+        def gather(self) -> str:
+            return "merged by itself"
+
+    output, batch = default_gather(Output(), (one,))
+    assert output == "merged by itself" and torch.equal(batch[0], one)
+    tensor, _ = default_gather(one, one)  # Tensor.gather is not the collective: gathered tensor by tensor
+    assert tensor is one
+
+
+def test_trainer_rejects_bad_collaborators() -> None:
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="`config` must be a TrainerConfig"):
+        Trainer(model, TinyCriterion(), optimizer, make_loader(), {"epochs": 2})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`schedule` must be callable"):
+        Trainer(model, TinyCriterion(), optimizer, make_loader(), schedule=0.1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`optimizer`"):
+        Trainer(model, TinyCriterion(), None, make_loader())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`compile`"):
+        TrainerConfig(compile="max-autotune")  # type: ignore[arg-type]
+    assert TrainerConfig().as_dict()["select_on"] == "val"
+    assert WarmupStepSchedule(2)(0) == 0.5
+
+
+def test_loss_plot_panels(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+
+    class Weighted(TinyCriterion):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = {"ce": 1.0, "triplet": 0.1}
+
+        def total(self, terms: dict[str, Tensor]) -> Tensor:
+            return sum(self.weights[k] * v for k, v in terms.items())  # type: ignore[return-value]
+
+    torch.manual_seed(0)
+    model = TinyNet()
+    trainer = Trainer(
+        model,
+        Weighted(),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        make_loader(),
+        TrainerConfig(device="cpu", epochs=2, log_every=1, run_dir=tmp_path, progress=False),
+        forward=image_forward,
+    )
+    trainer.fit()
+    assert (tmp_path / "plots" / "loss.png").stat().st_size > 0 and (tmp_path / "plots" / "lr.png").is_file()
+    assert "plots written" in (tmp_path / "train.log").read_text()

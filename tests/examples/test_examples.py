@@ -1,7 +1,7 @@
-"""Tests of the example scripts: configuration checks, the recipes, and short synthetic runs end to end.
+"""Tests of the example scripts: the command line, short synthetic runs end to end, and evaluate.py.
 
-The scripts are loaded by path (they are not a package); each puts ``examples/`` on ``sys.path`` for
-``examples/common.py``.
+The scripts are loaded by path (they are not a package). The recipes' values and checks are tested in
+tests/recipes/.
 """
 
 from __future__ import annotations
@@ -16,6 +16,9 @@ import pytest
 import torch
 
 from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+from vireid_layers.recipes import setup
+from vireid_layers.recipes.cli import main as console_main
+from vireid_layers.recipes.cli import parse_args
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,99 +46,40 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-# ------------------------------------------------------------------------------------------------ configuration
+# ------------------------------------------------------------------------------------------------ train.py
 
 
-@pytest.mark.parametrize(
-    ("argv", "match"),
-    [
-        (["--dataset", "market"], "--dataset must be one of"),
-        (["--dataset", "sysu"], "--root is required"),
-        (["--dataset", "sysu", "--root", "/nonexistent/sysu"], "does not exist"),
-        (["--height", "200", "--width", "72"], "odd number of positions"),
-        (["--lr", "-1"], "--lr must be > 0"),
-        (["--feature", "fc"], "--feature must be one of"),
-        (["--dataset", "regdb", "--root", str(ROOT), "--trial", "11"], "--trial must be in 1..10"),
-        (["--lambda-cpm", "-0.1"], "--lambda-cpm must be >= 0"),
-        (["--epoch-length", "many"], "--epoch-length must be"),
-        (["--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be >= 1"),
-        (["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"], "--select-on val needs --val-identities"),
-    ],
-)
-def test_deen_rejects_bad_configuration(argv: list[str], match: str) -> None:
-    example = load_example("train_deen")
-    with pytest.raises(ValueError, match=match):
-        example.validate_config(example.parse_config(argv))
+def test_main_exits_with_status_2_on_bad_configuration(tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    train = load_example("train")
+    for argv in (["--dataset", "sysu"], ["--method", "agw", "--dataset", "sysu"]):
+        assert train.main(argv) == 2
+        assert "error: invalid configuration: --root is required" in capsys.readouterr().err
+    # An image size the model cannot take: its own check, before any training (no run directory is written).
+    assert train.main(["--root", str(tiny_root), "--height", "200", "--width", "72", "--threads", "1"]) == 2
+    assert "error: invalid configuration: --height 200 --width 72: MFA" in capsys.readouterr().err
 
 
-def test_deen_recipe_defaults_and_synthetic_overrides() -> None:
-    example = load_example("train_deen")
-    cfg = example.parse_config(["--dataset", "sysu", "--root", str(ROOT), "--lambda-ort", "0.1"])
-    assert (cfg.backbone, cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (
-        "resnet50.tv_in1k",
-        384,
-        144,
-        6,
-        4,
-    )
-    assert (cfg.lr, cfg.epochs, cfg.lambda_cpm, cfg.lambda_ort, cfg.margin) == (0.1, 151, 0.8, 0.1, 0.3)
-    assert cfg.milestones == (20, 80) and example.validate_config(cfg) is cfg
-    quick = example.parse_config([])
-    for key, value in example.DEENConfig.synthetic_defaults().items():
-        assert getattr(quick, key) == value, key
-    cfg = example.parse_config(["--milestones", "3", "5", "--grad-clip", "2.5", "--no-nesterov", "--flip"])
-    assert cfg.milestones == (3, 5) and cfg.grad_clip == 2.5 and cfg.nesterov is False and cfg.flip is True
+def test_train_py_is_the_console_command(tmp_path: Path, tiny_root: Path) -> None:
+    """examples/train.py (the run written out) and vireid-train (recipes.train) give the same run, file for file."""
+    argv = ["--root", str(tiny_root), "--epochs", "1", "--epoch-length", "2", "--batch-identities", "4"]
+    argv += ["--eval-trials", "2", "--seed", "3", "--threads", "1", "--log-every", "1"]
+    assert load_example("train").main([*argv, "--run-dir", str(tmp_path / "example")]) == 0
+    assert console_main([*argv, "--run-dir", str(tmp_path / "command")]) == 0
+    for name in ("results.json", "metrics.csv"):
+        assert (tmp_path / "example" / name).read_text() == (tmp_path / "command" / name).read_text(), name
+    example = json.loads((tmp_path / "example" / "config.json").read_text())
+    command = json.loads((tmp_path / "command" / "config.json").read_text())
+    assert {k: v for k, v in example.items() if k != "run_dir"} == {k: v for k, v in command.items() if k != "run_dir"}
 
 
-@pytest.mark.parametrize(
-    ("argv", "match"),
-    [
-        (["--dataset", "market"], "--dataset must be one of"),
-        (["--dataset", "llcm"], "--root is required"),
-        (["--method", "caj"], "--method must be one of"),
-        (["--non-local-form", "paper"], "--non-local-form must be one of"),
-        (["--feature", "official"], "--feature must be one of"),
-        (["--method", "base", "--learnable-p"], "--learnable-p needs --method agw"),
-        (["--lambda-triplet", "-1"], "--lambda-triplet must be >= 0"),
-        (["--margin", "0"], "--margin must be > 0"),
-        (["--amp", "fp8"], "--amp must be one of"),
-        (["--resume", "/nonexistent/last.pt"], "--resume"),
-    ],
-)
-def test_agw_rejects_bad_configuration(argv: list[str], match: str) -> None:
-    example = load_example("train_agw")
-    with pytest.raises(ValueError, match=match):
-        example.validate_config(example.parse_config(argv))
-
-
-def test_agw_recipe_defaults() -> None:
-    example = load_example("train_agw")
-    cfg = example.validate_config(example.parse_config(["--dataset", "sysu", "--root", str(ROOT)]))
-    assert (cfg.backbone, cfg.pretrained, cfg.method, cfg.non_local_form) == (
-        "resnet50.tv_in1k",
-        True,
-        "agw",
-        "official",
-    )
-    assert (cfg.height, cfg.width, cfg.batch_identities, cfg.num_instances) == (288, 144, 8, 4)
-    assert (cfg.optimizer, cfg.lr, cfg.backbone_lr_scale, cfg.momentum, cfg.weight_decay, cfg.nesterov) == (
-        "sgd",
-        0.1,
-        0.1,
-        0.9,
-        5e-4,
-        True,
-    )
-    assert (cfg.epochs, cfg.warmup_epochs, cfg.milestones, cfg.gamma) == (81, 10, (20, 50), 0.1)
-    assert (cfg.eval_every, cfg.feature, cfg.lambda_triplet, cfg.pipeline) == (2, "fc", 1.0, "auto")
-    assert example.OFFICIAL_PIPELINE == "agw"
-    quick = example.parse_config([])
-    assert (quick.dataset, quick.backbone, quick.height, quick.device) == ("synthetic", "resnet18", 64, "cpu")
+def test_train_deen_wrapper_is_train_py_with_deen() -> None:
+    source = (ROOT / "examples" / "train_deen.py").read_text()
+    assert 'main(["--method", "deen", *sys.argv[1:]])' in source
 
 
 def test_select_on_validation_identities(tmp_path: Path, tiny_root: Path) -> None:
     """--select-on val holds exp/val_id.txt out of training and selects the checkpoint on it, not on the test set."""
-    train = load_example("train_deen")
+    train = load_example("train")
     held = [int(x) for x in (tiny_root / "exp" / "val_id.txt").read_text().replace(",", " ").split()]
     assert held  # the synthetic dataset writes validation ids, as SYSU-MM01
     run = tmp_path / "val"
@@ -146,38 +90,8 @@ def test_select_on_validation_identities(tmp_path: Path, tiny_root: Path) -> Non
     log = (run / "train.log").read_text()
     assert "evaluation after epoch 0 (val)" in log and "selected_on=val" in log
     assert json.loads((run / "results.json").read_text())["selected_on"] == "val" and (run / "best.pt").is_file()
-    example = load_example("train_deen")
     with pytest.raises(ValueError, match="--select-on val needs --val-identities"):
-        example.validate_config(example.parse_config(["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"]))
-
-
-def test_main_exits_with_status_2_on_bad_configuration(capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("train_deen", "train_agw"):
-        assert load_example(name).main(["--dataset", "sysu"]) == 2
-        assert "error: invalid configuration: --root is required" in capsys.readouterr().err
-
-
-def test_train_transforms() -> None:
-    from PIL import Image
-
-    from vireid_layers.data import IMAGENET_MEAN, IMAGENET_STD
-
-    common = load_example("train_deen").common
-    image = Image.new("RGB", (20, 40), (200, 30, 90))
-    mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
-
-    def grey(x: torch.Tensor) -> bool:
-        rgb = x * std + mean
-        return bool(torch.allclose(rgb[0], rgb[1], atol=1e-5) and torch.allclose(rgb[1], rgb[2], atol=1e-5))
-
-    torch.manual_seed(0)
-    light = common.train_transform("auto", None, 16, 8)
-    assert light(image).shape == (3, 16, 8) and not any(grey(light(image)) for _ in range(20))
-    gray = common.train_transform("light_gray", "deen_sysu", 16, 8)
-    greys = sum(grey(gray(image)) for _ in range(200))
-    assert 60 < greys < 140  # RandomGrayscale(0.5)
-    official = common.train_transform("auto", "agw", 32, 16)
-    assert official(image).shape == (3, 32, 16)
+        parse_args(["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"])
 
 
 # ------------------------------------------------------------------------------------------------ evaluate.py
@@ -239,13 +153,13 @@ def test_evaluate_refuses_an_official_checkpoint_without_the_flag(
 
 def test_agw_run_then_evaluate(tmp_path: Path, tiny_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A tiny AGW run writes a checkpoint; evaluate.py reproduces its final table from last.pt or a bare state dict."""
-    train, evaluate = load_example("train_agw"), load_example("evaluate")
+    train, evaluate = load_example("train"), load_example("evaluate")
     run = tmp_path / "agw"
-    argv = ["--root", str(tiny_root), "--epochs", "1", "--epoch-length", "2", "--batch-identities", "4"]
-    argv += ["--eval-trials", "2", "--feature", "pool", "--seed", "3", "--threads", "1", "--run-dir", str(run)]
-    assert train.main(argv) == 0
+    argv = ["--method", "agw", "--root", str(tiny_root), "--epochs", "1", "--epoch-length", "2"]
+    argv += ["--batch-identities", "4", "--eval-trials", "2", "--feature", "pool", "--seed", "3", "--threads", "1"]
+    assert train.main([*argv, "--run-dir", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert (config["model"], config["method"], config["num_classes"]) == ("agw", "agw", 10)
+    assert (config["model"], config["variant"], config["num_classes"]) == ("agw", "agw", 10)
     expected = json.loads((run / "results.json").read_text())["results"]["mean"]
 
     out = tmp_path / "eval.json"
@@ -335,12 +249,12 @@ def test_short_synthetic_deen_run_improves_map(tmp_path: Path) -> None:
     Synthetic data (32 identities, 16 for training, 2 images per camera, 64x32), ResNet-18 DEEN from random
     weights, Adam 3e-3 with the official triplet and CPM weights (1, 0.8), P = 8 identities x K = 2 images x 2
     modalities, the SYSU-MM01 all-search protocol over 10 galleries with the plain feature. The untrained
-    model is the run's starting point (``setup`` seeds torch before the model is built, as ``main`` does).
+    model is the run's starting point (``setup`` seeds torch before the model is built, as the run does).
     """
     root = make_synthetic_dataset(
         tmp_path / "data", num_identities=32, train_identities=16, images_per_camera=2, height=64, width=32, seed=0
     )
-    train = load_example("train_deen")
+    train = load_example("train")
     run = tmp_path / "run"
     argv = ["--root", str(root), "--backbone", "resnet18", "--no-pretrained", "--height", "64", "--width", "32"]
     argv += ["--batch-identities", "8", "--num-instances", "2", "--epoch-length", "80", "--epochs", "1"]
@@ -348,11 +262,10 @@ def test_short_synthetic_deen_run_improves_map(tmp_path: Path) -> None:
     argv += ["--lambda-triplet", "1", "--lambda-cpm", "0.8", "--lambda-ort", "0.001", "--pipeline", "light"]
     argv += ["--feature", "plain", "--eval-every", "0", "--eval-trials", "10", "--workers", "0", "--threads", "1"]
     argv += ["--device", "cpu", "--seed", "0", "--run-dir", str(run), "--log-every", "1000"]
-    common = train.common
-    cfg = train.validate_config(train.parse_config(argv))
-    env = common.setup(cfg)
-    untrained = common.build_model("deen", env.dataset.num_train_identities, vars(cfg))
-    before = common.make_evaluator(cfg, env.dataset, env.device, cfg.eval_trials)(untrained).mean["mAP"]
+    recipe, _ = parse_args(argv)
+    env = setup(recipe)
+    untrained = recipe.build_model(env.dataset.num_train_identities)
+    before = recipe.evaluator(env.dataset, device=env.device, num_trials=10)(untrained).mean["mAP"]
     assert train.main(argv) == 0
     after = json.loads((run / "results.json").read_text())["results"]["mean"]["mAP"]
     assert after >= before + MIN_GAIN, (before, after)

@@ -12,6 +12,7 @@ from .datasets import (
     read_sysu_mm01,
     register_dataset,
 )
+from .loader import build_train_loader
 from .mpanet_sampler import MPANetIdentitySampler
 from .preprocess import OFFICIAL_TEST_INPUTS, ImagePreprocessor
 from .records import ImageRecord, VIReIDDataset, relabel
@@ -59,6 +60,7 @@ __all__ = [
     "VIReIDDataset",
     "build_dataset",
     "build_test_transform",
+    "build_train_loader",
     "build_train_transform",
     "load_image",
     "random_erasing_params",

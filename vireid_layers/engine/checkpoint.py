@@ -3,13 +3,16 @@
 A checkpoint holds only tensors and primitive containers, so :func:`load_checkpoint` opens it with
 ``torch.load(weights_only=True)``. :func:`save_checkpoint` writes a temporary file in the target's directory,
 flushes and fsyncs it, then renames it over the target with :func:`os.replace`: a crash at any moment leaves
-either the previous complete file or the new complete file, never a truncated one.
+either the previous complete file or the new complete file, never a truncated one. A process killed during the
+write (``SIGKILL``, power loss) cannot delete its temporary file, ``.last.pt.<random>.tmp``; the trainer removes
+such files when it starts (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +24,7 @@ from torch import nn
 
 __all__ = [
     "load_checkpoint",
+    "remove_stale_temporaries",
     "restore_rng_state",
     "rng_state",
     "save_checkpoint",
@@ -29,6 +33,8 @@ __all__ = [
 ]
 
 _PREFIXES = ("module.", "_orig_mod.")
+#: The temporary files of :func:`save_checkpoint`: ``.{target name}.{random part}.tmp``.
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -71,6 +77,35 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike[str]) -> P
     finally:
         os.close(dir_fd)
     return path
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that interrupted :func:`save_checkpoint` calls left in ``directory``.
+
+    Only files named as :func:`save_checkpoint` names them (``.{name}.{random}.tmp``, directly in ``directory``)
+    are removed; call it when no other process writes checkpoints there (the trainer does, at the start of
+    :meth:`~vireid_layers.engine.Trainer.fit`).
+
+    Returns:
+        The removed files.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / ".last.pt.k3j_x9q2.tmp").write_bytes(b"partial")
+        ...     _ = (Path(tmp) / "notes.tmp").write_text("kept")
+        ...     [p.name for p in remove_stale_temporaries(tmp)], sorted(p.name for p in Path(tmp).iterdir())
+        (['.last.pt.k3j_x9q2.tmp'], ['notes.tmp'])
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        if _TEMPORARY.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:

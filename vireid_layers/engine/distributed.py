@@ -1,11 +1,11 @@
 """Distributed data parallel helpers: process-group set-up from ``torchrun``'s environment and gathers.
 
-Losses that mine the whole batch (batch-hard triplet, CPM centres) must see every rank's rows. The trainer
-therefore gathers the model outputs with :func:`torch.distributed.nn.functional.all_gather`, which is
-differentiable: each rank computes the same loss on the global batch and receives the gradient of its own rows.
-Since every rank back-propagates the same loss, each rank's gradient is ``world_size`` times its share; DDP's
-gradient averaging divides by ``world_size`` again, so the result equals the single-process gradient of the
-global batch.
+A loss that mines the whole batch (every pair of rows, per-class centres) must see every rank's rows. The
+trainer therefore gathers the model outputs (through the output's own ``gather()`` when it defines one, else
+:func:`gather_nested`) with :func:`torch.distributed.nn.functional.all_gather`, which is differentiable: each
+rank computes the same loss on the global batch and receives the gradient of its own rows. Since every rank
+back-propagates the same loss, each rank's gradient is ``world_size`` times its share; DDP's gradient averaging
+divides by ``world_size`` again, so the result equals the single-process gradient of the global batch.
 """
 
 from __future__ import annotations
@@ -18,14 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .._distributed import all_gather_cat, distributed_info
+
 __all__ = ["all_gather_cat", "distributed_info", "gather_nested", "init_distributed", "is_main_process"]
-
-
-def distributed_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def is_main_process() -> bool:
@@ -53,24 +48,6 @@ def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device
         dist.init_process_group(backend=backend or ("nccl" if cuda else "gloo"))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def all_gather_cat(tensor: Tensor, dim: int = 0) -> Tensor:
-    """Concatenate ``tensor`` of every rank along ``dim``, differentiably when it requires grad.
-
-    Every rank must pass the same shape. Without a process group, ``tensor`` is returned.
-    """
-    _, world = distributed_info()
-    if world == 1:
-        return tensor
-    if tensor.requires_grad:
-        from torch.distributed.nn.functional import all_gather
-
-        parts = all_gather(tensor.contiguous())
-    else:
-        parts = [torch.empty_like(tensor) for _ in range(world)]
-        dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(list(parts), dim=dim)
 
 
 def gather_nested(value: Any, dim: int = 0) -> Any:

@@ -1,6 +1,7 @@
 """Vectorised re-identification evaluation: metrics, protocols, feature extraction and re-ranking."""
 
 from .dataset_protocol import DEFAULT_DIRECTIONS, protocol_for_dataset
+from .evaluator import ProtocolEvaluator, ProtocolReport, default_embed
 from .exclusion import (
     ExclusionRule,
     exclude_same_camera,
@@ -47,6 +48,8 @@ __all__ = [
     "MissingMatchWarning",
     "MissingMatches",
     "PROTOCOLS",
+    "ProtocolEvaluator",
+    "ProtocolReport",
     "ProtocolResult",
     "RegDBProtocol",
     "RetrievalMetrics",
@@ -58,6 +61,7 @@ __all__ = [
     "TrialResult",
     "TrialSelection",
     "build_protocol",
+    "default_embed",
     "evaluate_protocol",
     "exclude_same_camera",
     "exclude_same_identity_and_camera",

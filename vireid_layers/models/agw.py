@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice, check_int, check_nonnegative
 from ..backbones.two_stream import TwoStreamBackbone
 from ..distances import at_least_float32
@@ -45,6 +46,18 @@ class AGWOutput(NamedTuple):
     pooled: Tensor
     features: Tensor
     logits: Tensor
+
+    def gather(self) -> AGWOutput:
+        """This output concatenated over every DDP rank (rank order), differentiably; itself without a process group.
+
+        Examples:
+            >>> out = AGW(4, backbone="resnet18")(torch.randn(2, 3, 64, 32), torch.tensor([0, 1]))
+            >>> out.gather() is out  # a single process
+            True
+        """
+        if distributed_info()[1] == 1:
+            return self
+        return AGWOutput(*(all_gather_cat(t) for t in self))
 
 
 class AGW(PretrainedMixin, nn.Module):

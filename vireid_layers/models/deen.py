@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice, check_nonnegative
 from ..backbones.two_stream import TwoStreamBackbone
 from ..distances import at_least_float32
@@ -63,6 +64,30 @@ class DEENOutput(NamedTuple):
     def per_row(self, values: Tensor) -> Tensor:
         r"""Repeat a per-image tensor (labels, modalities) for every output row: :math:`(N, *) \to ((1+K)N, *)`."""
         return values.repeat(1 + self.num_branches, *([1] * (values.dim() - 1)))
+
+    def gather(self) -> DEENOutput:
+        r"""This output concatenated over every DDP rank, keeping the ``[original; branch 1; ...]`` row layout.
+
+        Rank :math:`r`'s rows of block :math:`k` land in block :math:`k` of the result, after those of ranks
+        :math:`0..r-1`, so ``gathered.per_row(all_gather_cat(labels))`` labels every row. The gather is
+        differentiable (each rank receives the gradient of its own rows); without a process group the output
+        is returned as it is.
+
+        Examples:
+            >>> out = DEEN(4, backbone="resnet18")(torch.randn(2, 3, 64, 32), torch.tensor([0, 1]))
+            >>> out.gather() is out  # a single process
+            True
+        """
+        if distributed_info()[1] == 1:
+            return self
+        blocks = 1 + self.num_branches
+
+        def rows(t: Tensor) -> Tensor:
+            return all_gather_cat(t.unflatten(0, (blocks, -1)), dim=1).flatten(0, 1)
+
+        pooled, features, logits = rows(self.pooled), rows(self.features), rows(self.logits)
+        n = pooled.shape[0] // blocks
+        return DEENOutput(pooled, features, logits, pooled[:n], pooled[n:].unflatten(0, (self.num_branches, n)))
 
 
 class DEEN(PretrainedMixin, nn.Module):

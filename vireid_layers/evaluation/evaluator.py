@@ -1,9 +1,18 @@
-"""The evaluation callable of a training run: ``model -> ProtocolResult`` on a dataset's test split."""
+"""The evaluation of a model on a dataset's test split: ``ProtocolEvaluator(model) -> ProtocolResult``.
+
+:class:`ProtocolEvaluator` embeds the test images and runs a protocol. Its :meth:`~ProtocolEvaluator.report`
+returns the same result as a :class:`ProtocolReport`, the object a training run logs: the named numbers
+(:meth:`~ProtocolReport.to_metrics`), the results table, the JSON summary and the CMC plot, which is the
+interface :class:`~vireid_layers.engine.Trainer` reads from any evaluation result (it knows nothing of CMC
+curves or re-identification).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -11,13 +20,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from .._validation import check_int
-from ..data.datasets.folder import ImageDataset
-from ..data.records import ImageRecord, VIReIDDataset
-from ..evaluation.extraction import FlipMode, extract_features
-from ..evaluation.protocols import EvaluationProtocol, ProtocolResult, evaluate_protocol, negative_cosine_similarity
+from ..data import ImageDataset, ImageRecord, VIReIDDataset
 from ..modality import Modality
+from .extraction import FlipMode, extract_features
+from .protocols import EvaluationProtocol, ProtocolResult, evaluate_protocol, negative_cosine_similarity
 
-__all__ = ["ProtocolEvaluator", "default_embed"]
+__all__ = ["ProtocolEvaluator", "ProtocolReport", "default_embed"]
 
 EmbedFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -45,9 +53,9 @@ def default_embed(model: nn.Module, images: Tensor, modalities: Tensor) -> Tenso
 class ProtocolEvaluator:
     r"""Evaluate a model with a protocol on a dataset: ``evaluator(model) -> ProtocolResult``.
 
-    The evaluation a training run needs, in one object that :class:`~vireid_layers.engine.Trainer` accepts as
-    ``evaluate`` or ``test``. A call builds a loader over each side's records (``ImageDataset(records,
-    transform)``), embeds every image through the stem of its side
+    The evaluation a training run needs, in one object: its bound method :meth:`report` is what
+    :class:`~vireid_layers.engine.Trainer` takes as ``evaluate`` or ``test``. A call builds a loader over each
+    side's records (``ImageDataset(records, transform)``), embeds every image through the stem of its side
     (:func:`~vireid_layers.evaluation.extract_features`, which L2-normalises each feature and puts the model in
     eval mode), and runs the protocol (:func:`~vireid_layers.evaluation.evaluate_protocol`: each image used by
     any trial is embedded once, each trial ranks its gallery by ``distance``).
@@ -152,3 +160,100 @@ class ProtocolEvaluator:
             trials=self.trials,
             distance=self.distance,
         )
+
+    def report(self, model: nn.Module) -> ProtocolReport:
+        """:meth:`__call__` as a :class:`ProtocolReport`: what a :class:`~vireid_layers.engine.Trainer` logs."""
+        return ProtocolReport(self(model))
+
+
+@dataclass(frozen=True)
+class ProtocolReport:
+    """A :class:`~vireid_layers.evaluation.ProtocolResult` seen through the engine's evaluation interface.
+
+    :class:`~vireid_layers.engine.Trainer` reads an evaluation result through these methods (see
+    :class:`~vireid_layers.engine.EvaluationResult`): :meth:`to_metrics` (required: the named numbers it logs
+    and selects the checkpoint on), :meth:`summary` (one log line), :meth:`format_table` and :meth:`as_dict`
+    (the final ``results.md`` and ``results.json``) and :meth:`plot_curves` (the CMC figure of the run
+    directory).
+
+    Attributes:
+        result: the protocol's result.
+
+    Examples:
+        >>> from vireid_layers.evaluation import ProtocolResult, TrialResult, retrieval_metrics
+        >>> m = retrieval_metrics(torch.tensor([[0.1, 0.9]]), torch.tensor([1]), torch.tensor([1, 2]))
+        >>> report = ProtocolReport(ProtocolResult("toy", {}, "standard", (TrialResult(0, 1, 2, m),)))
+        >>> report.to_metrics()["rank1"], report.summary()
+        (1.0, 'rank1=100.00, mAP=100.00, mINP=100.00')
+    """
+
+    result: ProtocolResult
+
+    def to_metrics(self) -> dict[str, float]:
+        """Every mean metric of the result (fractions): ``rank{k}``, ``rank{k}_dedup``, ``mAP``, ``mINP``."""
+        return {key: float(value) for key, value in self.result.mean.items()}
+
+    def summary(self) -> str:
+        """Rank-1 (of the reported CMC), mAP and mINP in percent, for one log line."""
+        reported = self.result.reported()
+        return ", ".join(f"{key}={100 * reported[key][0]:.2f}" for key in ("rank1", "mAP", "mINP"))
+
+    def format_table(self, digits: int = 2) -> str:
+        """The result's markdown table (:meth:`~vireid_layers.evaluation.ProtocolResult.format_table`)."""
+        return self.result.format_table(digits=digits)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result's JSON summary (:meth:`~vireid_layers.evaluation.ProtocolResult.as_dict`)."""
+        return self.result.as_dict()
+
+    def cmc_curves(self) -> dict[str, list[float]]:
+        """Both CMC curves averaged over the trials, the reported definition first: ``{label: [rank 1, ...]}``.
+
+        Each trial's curve is cut to the shortest one (a gallery smaller than the maximum rank gives a shorter
+        curve), so every rank averages all trials.
+        """
+        labels = {"dedup": "identity-deduplicated", "standard": "standard"}
+        order = ("dedup", "standard") if self.result.reported_cmc == "dedup" else ("standard", "dedup")
+        out: dict[str, list[float]] = {}
+        for definition in order:
+            curves = [
+                (t.metrics.cmc_dedup if definition == "dedup" else t.metrics.cmc).double() for t in self.result.trials
+            ]
+            length = min(c.numel() for c in curves)
+            if length == 0:
+                continue
+            label = labels[definition] + (" (reported)" if definition == self.result.reported_cmc else "")
+            out[label] = torch.stack([c[:length] for c in curves]).mean(0).tolist()
+        return out
+
+    def plot_curves(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Write ``cmc.png`` into ``directory``: both CMC curves (reported first), a legend, whole-number ranks.
+
+        Returns:
+            The files written (none when matplotlib is not installed or the curves are empty).
+        """
+        curves = self.cmc_curves()
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
+        except ImportError:
+            return []
+        if not curves:
+            return []
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for (label, curve), style in zip(curves.items(), ("-o", "--s"), strict=False):
+            ax.plot(range(1, len(curve) + 1), [100 * v for v in curve], style, markersize=4, label=label)
+        length = max(len(c) for c in curves.values())
+        ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), xlim=(0.5, length + 0.5))
+        ax.set_title(f"CMC, mean over {self.result.num_trials} trial(s)\n{self.result.protocol}", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(title="CMC", loc="lower right")
+        path = Path(directory) / "cmc.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return [path]

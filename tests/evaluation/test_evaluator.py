@@ -1,4 +1,4 @@
-"""Tests of ProtocolEvaluator and build_train_loader on a tiny synthetic dataset written to disk."""
+"""Tests of ProtocolEvaluator and ProtocolReport on a tiny synthetic dataset written to disk."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from vireid_layers import Modality
-from vireid_layers.data import CrossModalityIdentitySampler, ImageSample, build_dataset, build_test_transform
+from vireid_layers.data import build_dataset, build_test_transform
 from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
-from vireid_layers.engine import ProtocolEvaluator, build_train_loader, default_embed
+from vireid_layers.engine import EvaluationResult, metrics_of
 from vireid_layers.evaluation import (
+    ProtocolEvaluator,
     RegDBProtocol,
     SYSUProtocol,
+    default_embed,
     k_reciprocal_rerank,
     negative_cosine_similarity,
     negative_dot_product,
@@ -187,35 +189,30 @@ def test_exceptions(dataset, kwargs: dict, error: type, match: str) -> None:
         ProtocolEvaluator(**arguments)
 
 
-# ------------------------------------------------------------------------------------------------ the loader
+# ------------------------------------------------------------------------------------------------ the report
 
 
-def test_train_loader_batches(dataset) -> None:
-    loader = build_train_loader(
-        dataset.train, TRANSFORM, num_identities=3, num_instances=2, epoch_length=4, seed=1, num_replicas=1, rank=0
+def test_report_is_the_result_through_the_engine_interface(dataset, tmp_path) -> None:
+    evaluator = ProtocolEvaluator(SYSUProtocol(num_trials=2), dataset, TRANSFORM)
+    report = evaluator.report(Pooled())
+    result = evaluator(Pooled())
+    assert isinstance(report, EvaluationResult) and report.result.mean == result.mean
+    assert report.to_metrics() == result.mean and metrics_of(report) == result.mean
+    assert report.format_table() == result.format_table() and report.as_dict() == result.as_dict()
+    reported = result.reported()
+    assert report.summary() == ", ".join(f"{k}={100 * reported[k][0]:.2f}" for k in ("rank1", "mAP", "mINP"))
+    # Both CMC curves, the reported (deduplicated for SYSU-MM01) one first, each the mean over the trials.
+    curves = report.cmc_curves()
+    assert list(curves) == ["identity-deduplicated (reported)", "standard"]
+    mean_dedup = torch.stack([t.metrics.cmc_dedup.double() for t in result.trials]).mean(0)
+    torch.testing.assert_close(
+        torch.tensor(curves["identity-deduplicated (reported)"], dtype=torch.float64), mean_dedup
     )
-    assert isinstance(loader.batch_sampler, CrossModalityIdentitySampler) and len(loader) == 4
-    assert not loader.persistent_workers
-    batches = list(loader)
-    assert len(batches) == 4
-    for batch in batches:
-        assert isinstance(batch, ImageSample) and batch.image.shape == (12, 3, 32, 16)
-        assert batch.image.dtype == torch.float32
-        ids, mods = batch.identity, batch.modality
-        assert len(ids.unique()) == 3
-        for identity in ids.unique():
-            assert [int((mods[ids == identity] == m).sum()) for m in (0, 1)] == [2, 2]
-    # The same seed gives the same batches.
-    again = build_train_loader(
-        dataset.train, TRANSFORM, num_identities=3, num_instances=2, epoch_length=4, seed=1, num_replicas=1, rank=0
-    )
-    assert [b.identity.tolist() for b in again] == [b.identity.tolist() for b in batches]
+    assert all(a >= b - 1e-12 for a, b in zip(*curves.values(), strict=True))
+    pytest.importorskip("matplotlib")
+    assert report.plot_curves(tmp_path) == [tmp_path / "cmc.png"] and (tmp_path / "cmc.png").stat().st_size > 0
 
 
-def test_train_loader_workers_and_errors(dataset) -> None:
-    loader = build_train_loader(dataset.train, None, num_identities=2, num_instances=1, num_workers=1, pin_memory=True)
-    assert loader.persistent_workers and loader.num_workers == 1 and loader.pin_memory
-    with pytest.raises(ValueError, match="num_workers"):
-        build_train_loader(dataset.train, None, num_identities=2, num_instances=1, num_workers=-1)
-    with pytest.raises(ValueError, match="num_identities"):
-        build_train_loader(dataset.train, None, num_identities=0, num_instances=1)
+def test_report_of_a_standard_cmc_protocol(dataset) -> None:
+    report = ProtocolEvaluator(RegDBProtocol("v2i"), dataset, TRANSFORM).report(Pooled())
+    assert list(report.cmc_curves()) == ["standard (reported)", "identity-deduplicated"]

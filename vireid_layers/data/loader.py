@@ -8,9 +8,9 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from .._validation import check_int
-from ..data.datasets.folder import ImageDataset
-from ..data.records import ImageRecord
-from ..data.sampler import CrossModalityIdentitySampler, EpochLength
+from .datasets import ImageDataset
+from .records import ImageRecord
+from .sampler import CrossModalityIdentitySampler, EpochLength
 
 __all__ = ["build_train_loader"]
 
