@@ -21,9 +21,10 @@ import time
 
 import torch
 
+from vireid_layers.data import ImageReadError
 from vireid_layers.engine import Trainer
 from vireid_layers.recipes import ConfigurationError, setup
-from vireid_layers.recipes.cli import UnreadableImageError, parse_args
+from vireid_layers.recipes.cli import parse_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except UnreadableImageError as error:  # a corrupt image file: its one-line message, no traceback
+    except ImageReadError as error:  # a corrupt image file: its one-line message, no traceback
         print(f"error: {str(error).strip().splitlines()[-1]}", file=sys.stderr)
         return 1
     if main_rank:

@@ -125,6 +125,10 @@ def test_agw_official_values() -> None:
     criterion = recipe.build_criterion()
     assert isinstance(criterion, AGWCriterion) and criterion.weights == {"ce": 1.0, "wrt": 1.0}
     assert AGWRecipe(c, variant="base").build_criterion().weights == {"ce": 1.0, "triplet": 1.0}
+    # The official recipe trains with the official TripletLoss_WRT computation; the quick synthetic run with the
+    # stable form (a random network's negatives are far apart, where the official weights vanish).
+    assert c.wrt_form == "official" and criterion.metric.form == "official"
+    assert AGWRecipe(AGWRecipe.quick_config()).build_criterion().metric.form == "stable"
 
 
 def test_quick_runs() -> None:

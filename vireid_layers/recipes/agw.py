@@ -8,8 +8,9 @@ model                     :class:`~vireid_layers.models.AGW`: ResNet-50 (torchvi
                           non-local blocks (one-channel bottleneck) after the last 2 blocks of layer2 and the
                           last 3 of layer3, GeM (p = 3), BN neck; ``--variant base``: average pooling, no
                           non-local block
-criterion                 :class:`~vireid_layers.models.AGWCriterion`: CE + WRT on the pre-BN GeM features
-                          (``base``: CE + batch-hard triplet, margin 0.3)
+criterion                 :class:`~vireid_layers.models.AGWCriterion`: CE + WRT on the pre-BN GeM features, in
+                          the official ``TripletLoss_WRT`` computation (``wrt_form="official"``); ``base``:
+                          CE + batch-hard triplet, margin 0.3
 parameter groups          :func:`~vireid_layers.recipes.head_param_groups`: BN neck and classifier at the rate,
                           the rest (the non-local blocks included) at 0.1 x
 optimiser                 SGD, momentum 0.9, Nesterov, weight decay 5e-4, head rate 0.1
@@ -19,7 +20,9 @@ transforms                288 x 144; ``agw``: pad 10, random crop, horizontal fl
 evaluation                every 2 epochs, the L2-normalised BN ("fc") feature, cosine similarity
 ========================  ===================================================================================
 
-The quick synthetic run is :data:`~vireid_layers.recipes.QUICK_RUN` unchanged.
+The quick synthetic run is :data:`~vireid_layers.recipes.QUICK_RUN` with the numerically stable WRT
+(``--wrt-form stable``): a randomly initialised network's features lie far apart, where the official WRT's
+negative weights vanish (see :doc:`/agw`); the official recipe keeps the official form.
 
 Examples:
     >>> from vireid_layers.recipes import build_recipe
@@ -71,6 +74,12 @@ class AGWConfig(RecipeConfig):
     milestones: tuple[int, ...] = option((20, 50), "epochs at which the learning rate is multiplied by --gamma")
     lambda_triplet: float = option(1.0, "weight of WRT (or of the triplet loss of --variant base)")
     margin: float = option(0.3, "triplet margin of --variant base (WRT has none)")
+    wrt_form: str = option(
+        "official",
+        "WRT computation: official (TripletLoss_WRT exactly, what trained the published AGW) or stable (both "
+        "softmax sides shifted; differs once the negatives are far apart)",
+        choices=("official", "stable"),
+    )
     feature: str = option(
         "fc", "test feature: fc (BN feature, the official one) or pool (pre-BN)", choices=("fc", "pool")
     )
@@ -111,6 +120,7 @@ class AGWRecipe(Recipe):
 
     name = "agw"
     config_class = AGWConfig
+    quick_run: Mapping[str, Any] = {"wrt_form": "stable"}  # see the module docstring
     pipelines: Mapping[str, str] = {"sysu": "agw", "regdb": "agw", "llcm": "agw", "synthetic": "light"}
     config: AGWConfig
 
@@ -129,7 +139,12 @@ class AGWRecipe(Recipe):
     def build_criterion(self) -> nn.Module:
         """:class:`~vireid_layers.models.AGWCriterion` of the variant, with the configured weight and margin."""
         c = self.config
-        return AGWCriterion(method=c.variant, lambda_triplet=c.lambda_triplet, margin=c.margin)  # type: ignore[arg-type]
+        return AGWCriterion(
+            method=c.variant,  # type: ignore[arg-type]
+            lambda_triplet=c.lambda_triplet,
+            margin=c.margin,
+            wrt_form=c.wrt_form,  # type: ignore[arg-type]
+        )
 
     def build_schedule(self) -> AGWSchedule:
         """:class:`AGWSchedule` with the configured warm-up, milestones and decay."""

@@ -18,14 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data import ImageReadError
 from .base import Recipe, list_recipes, recipe_class
 from .config import ConfigurationError, RecipeConfig
 from .runner import train
-
-try:  # the dataset's error for an image file it cannot decode
-    from ..data import UnreadableImageError  # type: ignore[attr-defined]
-except ImportError:  # until the data branch that introduces it is merged: the error it replaces
-    from ..data import ImageReadError as UnreadableImageError
 
 __all__ = ["build_parser", "console_main", "main", "parse_args"]
 
@@ -155,7 +151,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = "vireid-train"
     except ConfigurationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except UnreadableImageError as error:
+    except ImageReadError as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0

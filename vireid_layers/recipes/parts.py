@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torchvision.transforms import v2
 
-from ..data import IMAGENET_MEAN, IMAGENET_STD, TRAIN_PIPELINES, build_train_transform
+from ..data import build_train_transform
 from ..engine import all_gather_cat
 
 __all__ = ["build_pipeline", "gather_outputs_and_labels", "head_param_groups", "image_forward"]
@@ -93,32 +91,6 @@ def gather_outputs_and_labels(output: Any, batch: Any) -> tuple[Any, Any]:
     return output.gather(), small
 
 
-def _light_pipeline(gray: bool) -> Callable[[int, int], v2.Compose]:
-    """Resize, (grey with probability 0.5, as DEEN's ``RandomGrayscale``), flip: for tiny synthetic images."""
-
-    def build(height: int, width: int) -> v2.Compose:
-        return v2.Compose(
-            [
-                v2.ToImage(),
-                v2.RGB(),
-                v2.Resize((height, width), antialias=True),
-                *([v2.RandomGrayscale(0.5)] if gray else []),
-                v2.RandomHorizontalFlip(),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-                v2.ToPureTensor(),
-            ]
-        )
-
-    return build
-
-
 def build_pipeline(name: str, height: int, width: int) -> Callable[[Any], Tensor]:
-    """A training transform by name: a registered pipeline, or one of the local light ones for tiny images.
-
-    ``light`` / ``light_gray`` are built here until they are registered in
-    :data:`~vireid_layers.data.TRAIN_PIPELINES` (then the registered ones are used).
-    """
-    if name not in TRAIN_PIPELINES and name in ("light", "light_gray"):  # local fallback, see the docstring
-        return _light_pipeline(name == "light_gray")(height, width)
+    """A registered training transform by name (:data:`~vireid_layers.data.TRAIN_PIPELINES`) at this size."""
     return build_train_transform(name, height=height, width=width)
