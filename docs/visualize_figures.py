@@ -5,7 +5,7 @@ Usage (from the repository root)::
 
     python docs/visualize_figures.py --run-dir /tmp/viz-run
 
-When the run directory has no ``last.pt`` yet, ``examples/train_deen.py --run-dir RUN`` trains it first (the
+When the run directory has no ``last.pt`` yet, ``examples/train.py --method deen --run-dir RUN`` trains it first (the
 quick synthetic run: a few minutes on two CPU cores). The "before" network is built with the run's seed, as the
 trainer builds it, so it is the network the run started from. The PNGs go to ``docs/_static/visualize/``
 (``before_*.png`` and ``after_*.png``), each re-encoded as an optimised palette PNG when that keeps it under
@@ -25,13 +25,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "examples"))
 
-import common  # noqa: E402  (examples/common.py)
-
-from vireid_layers.data import build_test_transform  # noqa: E402
-from vireid_layers.engine import ProtocolEvaluator, load_checkpoint  # noqa: E402
-from vireid_layers.evaluation import protocol_for_dataset  # noqa: E402
+from vireid_layers.engine import load_checkpoint  # noqa: E402
+from vireid_layers.recipes import recipe_class  # noqa: E402
+from vireid_layers.recipes.runner import read_dataset  # noqa: E402
 from vireid_layers.visualize import save_evaluation_figures  # noqa: E402
 
 MAX_BYTES = 150_000
@@ -51,27 +48,25 @@ def shrink(path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", default="/tmp/viz-run", help="a run of examples/train_deen.py (trained if empty)")
+    parser.add_argument(
+        "--run-dir", default="/tmp/viz-run", help="a run of examples/train.py --method deen (trained if empty)"
+    )
     parser.add_argument("--out", default=str(ROOT / "docs" / "_static" / "visualize"), help="where the PNGs go")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run = Path(args.run_dir)
     if not (run / "last.pt").is_file():
-        command = [sys.executable, str(ROOT / "examples" / "train_deen.py"), "--run-dir", str(run)]
+        command = [sys.executable, str(ROOT / "examples" / "train.py"), "--method", "deen", "--run-dir", str(run)]
         subprocess.run([*command, "--threads", str(args.threads)], check=True, cwd=ROOT)
     config = json.loads((run / "config.json").read_text())
-    dataset = common.read_dataset("synthetic", None, height=config["height"], width=config["width"])
-    evaluator = ProtocolEvaluator(
-        protocol_for_dataset("synthetic", num_trials=1),
-        dataset,
-        build_test_transform(config["height"], config["width"]),
-        embed=common.embedder(config["feature"]),
-        batch_size=128,
-    )
+    recipe_type = recipe_class("deen")
+    recipe = recipe_type(recipe_type.config_class.from_dict(config))
+    dataset = read_dataset("synthetic", None, height=config["height"], width=config["width"])
+    evaluator = recipe.evaluator(dataset, num_trials=1)
     torch.manual_seed(config["seed"])  # the trainer's seed: the network the run started from
-    before = common.build_model("deen", dataset.num_train_identities, config)
-    after = common.build_model("deen", dataset.num_train_identities, config)
+    before = recipe.build_model(dataset.num_train_identities)
+    after = recipe.build_model(dataset.num_train_identities)
     after.load_state_dict(load_checkpoint(run / "last.pt")["model"])
     out = Path(args.out)
     for model, label, prefix in ((before, "random init", "before_"), (after, "trained", "after_")):

@@ -21,6 +21,11 @@ PACKAGES = [
     "vireid_layers.evaluation",
     "vireid_layers.models",
     "vireid_layers.compat",
+    "vireid_layers.engine",
+    "vireid_layers.recipes",
+    "vireid_layers.visualize",
+    "vireid_layers.export",
+    "vireid_layers.hub",
 ]
 
 

@@ -63,7 +63,7 @@ class EvaluationResult(Protocol):
 
 @runtime_checkable
 class GatherableOutput(Protocol):
-    """A model output that concatenates itself over the DDP ranks (e.g. keeping a block layout of its rows)."""
+    """A model output that concatenates itself over the DDP ranks (keeping, for example, a block layout of its rows)."""
 
     def gather(self) -> Any:
         """The output of every rank, merged; itself without a process group."""
