@@ -36,9 +36,8 @@ def hard_triplet_loss(
     The hardest pairs are mined (``argmax``/``argmin``) on the full distance matrix without autograd; only the
     :math:`2N` mined distances are recomputed, as norms of row differences, by one autograd node with its
     backward pass written out: :math:`O(ND)` backward cost instead of the :math:`O(N^2 D)` of differentiating
-    the matrix, and one ``index_add`` instead of autograd's gather and norm backward (the whole loss about
-    1.5 times as fast at the SYSU batch on a CPU, where the mining matrix product is most of the remaining
-    time). The mined indices are constants of the backward pass, which gives the official gradient up to ties.
+    the matrix, and one ``index_add`` instead of autograd's gather and norm backward (the measured speed is in
+    ``benchmarks/results/``). The mined indices are constants of the backward pass, which gives the official gradient up to ties.
     What it costs: the loss is differentiable once (with ``create_graph=True`` its gradient carries no graph,
     so no second derivative), and it keeps the :math:`2N \times D` row differences for the backward pass, as
     autograd kept the gathered rows.
