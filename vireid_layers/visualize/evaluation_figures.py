@@ -12,7 +12,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from ..data.datasets.folder import load_image
 from ..data.records import ImageRecord
-from ..engine.evaluator import ProtocolEvaluator
+from ..evaluation.evaluator import ProtocolEvaluator
 from ._drawing import check_vector, spread
 from .activation_map import ActivationMethod, activation_maps, plot_activation_maps
 from .distance_histogram import plot_distance_histograms
