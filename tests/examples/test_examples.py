@@ -90,6 +90,8 @@ def test_select_on_validation_identities(tmp_path: Path, tiny_root: Path) -> Non
     log = (run / "train.log").read_text()
     assert "evaluation after epoch 0 (val)" in log and "selected_on=val" in log
     assert json.loads((run / "results.json").read_text())["selected_on"] == "val" and (run / "best.pt").is_file()
+    assert json.loads((run / "results.json").read_text())["results"]["settings"]["selection"] == "val"
+    assert "- checkpoint selection: validation identities" in (run / "results.md").read_text().splitlines()
     with pytest.raises(ValueError, match="--select-on val needs --val-identities"):
         parse_args(["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"])
 
