@@ -237,6 +237,7 @@ def test_rerank_keeps_the_plain_row(dataset) -> None:
     assert reranked.mean != plain.mean
     rows = [line.split(" | ")[0] for line in reranked.format_table().splitlines() if "(reported)" in line]
     assert rows == ["| plain", "| re-ranked"]
+    assert "- re-ranked rows: k_reciprocal (k1=20, k2=6, lambda_value=0.3)" in reranked.format_table().splitlines()
     custom = ProtocolEvaluator(protocol, dataset, TRANSFORM, rerank={"k1": 3, "k2": 1, "lambda_value": 0.5})(model)
     assert "- re-ranking: varies, see the rows" in custom.format_table().splitlines()
     assert custom.settings["rerank"]["k1"] == 3 and custom.as_dict()["baselines"][0]["settings"]["rerank"] is None
