@@ -31,8 +31,7 @@ import common  # noqa: E402  (examples/common.py)
 
 from vireid_layers.data import build_test_transform  # noqa: E402
 from vireid_layers.engine import load_checkpoint  # noqa: E402
-from vireid_layers.evaluation import ProtocolEvaluator  # noqa: E402
-from vireid_layers.evaluation import protocol_for_dataset  # noqa: E402
+from vireid_layers.evaluation import ProtocolEvaluator, protocol_for_dataset  # noqa: E402
 from vireid_layers.visualize import save_evaluation_figures  # noqa: E402
 
 MAX_BYTES = 150_000
