@@ -13,12 +13,32 @@ Checkpoints:
 The model and the evaluation are built by the run's recipe (:mod:`vireid_layers.recipes`). The number of classes
 of our checkpoints is read from the classifier's weight. ``--json PATH`` writes every trial's numbers.
 
+The table states every setting of the evaluation (dataset, protocol and mode, direction, trials and gallery seeds,
+shots, feature, flip, re-ranking and its parameters, distance, checkpoint selection). With ``--flip`` or
+``--rerank`` it prints the plain row beside the modified one. The checkpoint selection is ``--selection``, else
+read from the run: ``best.pt`` was selected on the run's ``select_on``, ``last.pt`` is the last epoch, an official
+DEEN checkpoint was selected on the test set (the official code keeps the best test Rank-1).
+
+* ``--compare SPEC [SPEC ...]``: evaluate the checkpoint under several settings and print them side by side. A
+  SPEC is ``plain`` or settings joined by ``+``: ``flip`` (``flip=sum`` / ``flip=mean``), ``rerank`` (with
+  ``--rerank-k1/--rerank-k2/--rerank-lambda``) or ``rerank=K1/K2/LAMBDA``, ``feature=NAME``. Each starts from
+  the command line's feature with flip and re-ranking off, e.g. ``--compare plain flip rerank flip+rerank``.
+* ``--figures [NAME ...]``: write the evaluation figures (ranked lists, embedding map, distance histograms,
+  activation maps; default all) as PNGs into ``<run directory>/figures`` (the checkpoint's folder, or
+  ``--figures-dir``).
+* ``--save-pretrained DIR``: write the model with its results as a shareable directory (``config.json``,
+  ``model.safetensors``, ``README.md`` with the results tables, ``results.json``), which
+  :func:`vireid_layers.hub.from_pretrained` reloads.
+
 Examples::
 
     python examples/evaluate.py runs/deen-synthetic-seed0/last.pt
     python examples/evaluate.py runs/agw-sysu-seed0/best.pt --root /data/SYSU-MM01 --mode indoor --flip
     python examples/evaluate.py sysu_deen_p4_n6_lr_0.1_seed_0_best.t --official --dataset sysu --root /data/SYSU-MM01
     python examples/evaluate.py regdb_trial3.pt --model agw --dataset regdb --root /data/RegDB --trial 3 --json out.json
+    python examples/evaluate.py runs/deen-synthetic-seed0/last.pt --compare plain flip rerank flip+rerank
+    python examples/evaluate.py runs/deen-synthetic-seed0/last.pt --figures ranked_lists embedding_map
+    python examples/evaluate.py runs/deen-synthetic-seed0/last.pt --flip --save-pretrained deen-synthetic
 """
 
 from __future__ import annotations
@@ -37,9 +57,16 @@ import torch
 from torch import Tensor, nn
 
 from vireid_layers.compat import load_official_deen
+from vireid_layers.data import ImagePreprocessor, VIReIDDataset
 from vireid_layers.engine import load_checkpoint, strip_prefixes
-from vireid_layers.evaluation import k_reciprocal_rerank, negative_cosine_similarity
+from vireid_layers.evaluation import ProtocolEvaluator, ProtocolResult, format_comparison, negative_cosine_similarity
+from vireid_layers.evaluation.protocols.settings import RERANK_DEFAULTS, rerank_parameters, variant_labels
 from vireid_layers.recipes import DATASETS, ConfigurationError, Recipe, list_recipes, read_dataset, recipe_class
+
+#: The figures of --figures (vireid_layers.visualize.FIGURES; the visualize package needs matplotlib).
+FIGURES = ("ranked_lists", "embedding_map", "distance_histograms", "activation_maps")
+#: What --selection may state: validation identities, the test set, the last epoch.
+SELECTIONS = ("val", "test", "last")
 
 #: The settings --json records.
 RECORDED = ("model", "dataset", "root", "mode", "direction", "trial", "feature", "flip", "backbone", "height", "width")
@@ -62,7 +89,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trials", type=int, default=10, help="galleries averaged: SYSU-MM01, LLCM (default: 10)")
     parser.add_argument("--feature", help="deen: official | plain; agw: fc | pool (default: the recipe's)")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add the flipped image (default: no)")
-    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking, k1 20, k2 6 (default: off)")
+    parser.add_argument(
+        "--rerank",
+        action="store_true",
+        help="k-reciprocal re-ranking with --rerank-k1/-k2/-lambda; the plain row is printed beside (default: off)",
+    )
+    k1, k2, lam = RERANK_DEFAULTS["k1"], RERANK_DEFAULTS["k2"], RERANK_DEFAULTS["lambda_value"]
+    parser.add_argument("--rerank-k1", type=int, default=k1, help=f"re-ranking k1 (default: {k1}, the official)")
+    parser.add_argument("--rerank-k2", type=int, default=k2, help=f"re-ranking k2 (default: {k2}, the official)")
+    parser.add_argument(
+        "--rerank-lambda", type=float, default=lam, help=f"re-ranking lambda_value (default: {lam}, the official)"
+    )
+    parser.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        help="how the checkpoint was selected, stated in the results: val (validation identities), test (the test "
+        "set), last (default: best.pt -> the run's select_on, last.pt -> last, --official -> test, else not stated)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="SPEC",
+        help="evaluate under several settings and print them side by side; SPEC: plain, or flip[=sum|mean], "
+        "rerank[=K1/K2/LAMBDA], feature=NAME joined by '+', e.g. plain flip rerank flip+rerank (default: off)",
+    )
+    parser.add_argument(
+        "--figures",
+        nargs="*",
+        choices=FIGURES,
+        metavar="NAME",
+        help=f"write evaluation figures (PNG) into <run directory>/figures, some of {list(FIGURES)} (no NAME: all; "
+        "default: none)",
+    )
+    parser.add_argument(
+        "--figures-dir",
+        metavar="DIR",
+        help="the run directory of --figures, which writes into DIR/figures (default: the checkpoint's folder)",
+    )
+    parser.add_argument(
+        "--save-pretrained",
+        metavar="DIR",
+        help="write the model, its preprocessing and the results as a from_pretrained directory (default: none)",
+    )
     parser.add_argument("--backbone", help="timm backbone (default: from config.json, else resnet50)")
     parser.add_argument("--variant", help="deen: auto | sysu | regdb; agw: agw | base (default: the recipe's)")
     parser.add_argument("--height", type=int, help="test image height (default: config.json, else the recipe's)")
@@ -176,40 +244,249 @@ def load_model(recipe: Recipe, checkpoint: str, *, official: bool, num_train_ide
     return model
 
 
+def rerank_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The re-ranking parameters of the command line (checked), whether ``--rerank`` is on or not."""
+    params = {"k1": args.rerank_k1, "k2": args.rerank_k2, "lambda_value": args.rerank_lambda}
+    try:
+        checked = rerank_parameters(params)
+    except (TypeError, ValueError) as error:
+        fail(f"--rerank-k1/--rerank-k2/--rerank-lambda: {error}")
+    assert checked is not None
+    return {k: v for k, v in checked.items() if k != "method"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One setting of ``--compare``: the feature (``None``: the command line's), flip and re-ranking."""
+
+    text: str
+    feature: str | None = None
+    flip: str | bool = False
+    rerank: dict[str, Any] | None = None
+
+
+def parse_rerank(text: str, part: str, value: str) -> dict[str, Any]:
+    """``K1/K2/LAMBDA`` of a ``rerank=`` part, checked."""
+    numbers = value.split("/")
+    try:
+        if len(numbers) != 3:
+            raise ValueError("three numbers K1/K2/LAMBDA")
+        params = rerank_parameters({"k1": int(numbers[0]), "k2": int(numbers[1]), "lambda_value": float(numbers[2])})
+    except (TypeError, ValueError) as error:
+        fail(f"--compare {text!r}: rerank=K1/K2/LAMBDA, e.g. rerank=20/6/0.3, got {part!r} ({error})")
+    assert params is not None
+    return {k: v for k, v in params.items() if k != "method"}
+
+
+def parse_spec(text: str, default_rerank: dict[str, Any]) -> Spec:
+    """``plain`` or ``+``-joined ``flip[=sum|mean]``, ``rerank[=K1/K2/LAMBDA]``, ``feature=NAME``.
+
+    Raises:
+        ConfigurationError: an unknown or repeated part, or a bad value.
+    """
+    feature: str | None = None
+    flip: str | bool = False
+    rerank: dict[str, Any] | None = None
+    seen: set[str] = set()
+    for part in text.split("+"):
+        name, _, value = part.strip().partition("=")
+        if name in seen or name not in ("plain", "flip", "rerank", "feature") or (name == "plain" and value):
+            fail(
+                f"--compare {text!r}: {part!r} is not plain, flip[=sum|mean], rerank[=K1/K2/LAMBDA] or feature=NAME "
+                "(each once, joined by '+')"
+            )
+        seen.add(name)
+        if name == "flip":
+            if value not in ("", "sum", "mean"):
+                fail(f"--compare {text!r}: flip must be flip, flip=sum or flip=mean, got {part!r}")
+            flip = value or "sum"
+        elif name == "rerank":
+            rerank = parse_rerank(text, part, value) if value else dict(default_rerank)
+        elif name == "feature":
+            if not value:
+                fail(f"--compare {text!r}: feature=NAME needs a name")
+            feature = value
+    if "plain" in seen and len(seen) > 1:
+        fail(f"--compare {text!r}: plain cannot be combined with other settings")
+    return Spec(text, feature, flip, rerank)
+
+
+def selection_of(args: argparse.Namespace) -> str | None:
+    """How the checkpoint was selected: ``--selection``, else what the run says, else ``None`` (not stated)."""
+    if args.selection is not None:
+        return str(args.selection)
+    if args.official:
+        return "test"  # the official code keeps the checkpoint of the best test Rank-1
+    config = read_config(args)
+    name = Path(args.checkpoint).name
+    if name == "best.pt" and config.get("select_on") in SELECTIONS:
+        return str(config["select_on"])
+    if name == "last.pt" and config:
+        return "last"
+    return None
+
+
+def variant(recipe: Recipe, feature: str | None) -> Recipe:
+    """The same recipe with another test feature (checked by its configuration)."""
+    if feature is None or feature == recipe.config.feature:
+        return recipe
+    cls = type(recipe)
+    return cls(cls.config_class.from_dict({**recipe.config.as_dict(), "feature": feature}))
+
+
+def build_evaluator(
+    recipe: Recipe,
+    dataset: VIReIDDataset,
+    device: torch.device,
+    trials: int,
+    *,
+    rerank: dict[str, Any] | None,
+    selection: str | None,
+) -> ProtocolEvaluator:
+    """The recipe's evaluator stating feature, selection and re-ranking; unit features, cosine similarity."""
+    # Each image's features are L2-normalised (after the flip sum) and compared by cosine similarity.
+    evaluator = recipe.evaluator(dataset, device=device, num_trials=trials)
+    return dataclasses.replace(
+        evaluator,
+        normalize=True,
+        distance=negative_cosine_similarity,
+        rerank=rerank,
+        feature=recipe.config.feature,
+        selection=selection,
+    )
+
+
+def compare(
+    recipe: Recipe,
+    specs: list[Spec],
+    model: nn.Module,
+    dataset: VIReIDDataset,
+    device: torch.device,
+    trials: int,
+    selection: str | None,
+) -> list[ProtocolResult]:
+    """One result per spec, in order; a re-ranked evaluation also gives the plain row of its features."""
+    done: dict[str, ProtocolResult] = {}
+
+    def key(feature: str | None, flip: str | bool, rerank: dict[str, Any] | None) -> str:
+        return json.dumps([feature, flip, rerank], sort_keys=True)
+
+    for spec in sorted(specs, key=lambda s: s.rerank is None):  # re-ranked first: their plain rows come free
+        if key(spec.feature, spec.flip, spec.rerank) in done:
+            continue
+        chosen = variant(recipe, spec.feature)
+        evaluator = build_evaluator(chosen, dataset, device, trials, rerank=spec.rerank, selection=selection)
+        result = dataclasses.replace(evaluator, flip=spec.flip, plain_row=False)(model)
+        done[key(spec.feature, spec.flip, spec.rerank)] = dataclasses.replace(result, baselines=())
+        if spec.rerank is not None:
+            done.setdefault(key(spec.feature, spec.flip, None), result.baselines[0])
+    return [done[key(s.feature, s.flip, s.rerank)] for s in specs]
+
+
+def compare_labels(results: list[ProtocolResult]) -> list[str]:
+    """The rows' labels of ``--compare``: the settings that differ, with the re-ranking parameters where they do."""
+    labels = variant_labels([r.settings for r in results])
+    params = {json.dumps(r.settings["rerank"], sort_keys=True) for r in results if r.settings.get("rerank")}
+    if len(params) < 2:
+        return labels
+    out = []
+    for label, r in zip(labels, results, strict=True):
+        p = r.settings.get("rerank")
+        out.append(f"{label} (k1={p['k1']}, k2={p['k2']}, lambda={p['lambda_value']})" if p else label)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, resolve, evaluate, print (and write) the results; returns the exit status."""
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
         recipe = resolve_recipe(args)
+        default_rerank = rerank_of(args)
+        rerank = default_rerank if args.rerank else None
+        specs = [parse_spec(text, default_rerank) for text in args.compare or ()]
+        for spec in specs:
+            variant(recipe, spec.feature)  # a feature the recipe does not know fails now, not after an evaluation
+        if args.save_pretrained is not None and Path(args.save_pretrained).is_file():
+            fail(f"--save-pretrained {args.save_pretrained!r} is a file, not a directory")
+        if args.figures_dir is not None and args.figures is None:
+            fail("--figures-dir needs --figures")
+        selection = selection_of(args)
         c = recipe.config
         dataset = read_dataset(c.dataset, c.root, height=c.height, width=c.width, trial=c.trial)
         model = load_model(
             recipe, args.checkpoint, official=args.official, num_train_identities=dataset.num_train_identities
         )
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        evaluator = recipe.evaluator(dataset, device=device, num_trials=args.trials)
-        # Each image's features are L2-normalised (after the flip sum) and compared by cosine similarity.
-        distance = k_reciprocal_rerank if args.rerank else negative_cosine_similarity
-        result = dataclasses.replace(evaluator, normalize=True, distance=distance)(model.to(device).eval())
+        model = model.to(device).eval()
+        evaluator = build_evaluator(recipe, dataset, device, args.trials, rerank=rerank, selection=selection)
+        if specs:
+            compared = compare(recipe, specs, model, dataset, device, args.trials, selection)
+            result = compared[0]
+        else:
+            compared = []
+            result = evaluator(model)
     except ValueError as error:  # ConfigurationError included
         print(f"error: {error}", file=sys.stderr)
         return 2
     flags = f"{', flip' if c.flip else ''}{', re-ranked' if args.rerank else ''}"
     print(f"{recipe.name.upper()} ({c.backbone}, feature {c.feature}{flags}) from {args.checkpoint}")
-    print(result.format_table())
+    print(format_comparison(compared, compare_labels(compared)) if compared else result.format_table())
     print(f"evaluated in {time.perf_counter() - start:.1f}s")
+    return write_outputs(args, recipe, model, dataset, evaluator, result, compared, specs, selection, rerank)
+
+
+def write_outputs(
+    args: argparse.Namespace,
+    recipe: Recipe,
+    model: nn.Module,
+    dataset: VIReIDDataset,
+    evaluator: ProtocolEvaluator,
+    result: ProtocolResult,
+    compared: list[ProtocolResult],
+    specs: list[Spec],
+    selection: str | None,
+    rerank: dict[str, Any] | None,
+) -> int:
+    """--json, --save-pretrained and --figures; returns the exit status."""
+    c = recipe.config
     if args.json_path is not None:
         settings = {**dataclasses.asdict(c), "model": recipe.name}
         payload = {
             "checkpoint": str(args.checkpoint),
             "official": bool(args.official),
             "settings": {k: settings.get(k) for k in RECORDED},
-            "rerank": bool(args.rerank),
+            "selection": selection,
+            "rerank": rerank or False,
             "results": result.as_dict(),
         }
+        if compared:
+            payload["compare"] = [
+                {"spec": s.text, "results": r.as_dict()} for s, r in zip(specs, compared, strict=True)
+            ]
         Path(args.json_path).write_text(json.dumps(payload, indent=2, default=str))
         print(f"results written to {args.json_path}")
+    if args.save_pretrained is not None:
+        directory = model.save_pretrained(
+            args.save_pretrained,
+            results=compared or result,
+            protocol=evaluator.protocol,
+            dataset=dataset,
+            recipe={**c.as_dict(), "model": recipe.name},
+            preprocess=ImagePreprocessor(c.height, c.width),
+        )
+        print(f"model saved to {directory} (vireid_layers.hub.from_pretrained reloads it)")
+    if args.figures is not None:
+        try:
+            from vireid_layers.visualize import save_evaluation_figures
+
+            run_dir = Path(args.figures_dir) if args.figures_dir else Path(args.checkpoint).parent
+            written = save_evaluation_figures(evaluator, model, run_dir, figures=args.figures or FIGURES)
+        except (ImportError, ValueError) as error:
+            print(f"error: --figures: {error}", file=sys.stderr)
+            return 2
+        for name, path in written.items():
+            print(f"figure {name}: {path}")
     return 0
 
 

@@ -23,7 +23,7 @@ import torch
 
 from vireid_layers.data import ImageReadError
 from vireid_layers.engine import Trainer
-from vireid_layers.recipes import ConfigurationError, setup
+from vireid_layers.recipes import ConfigurationError, run_evaluators, setup
 from vireid_layers.recipes.cli import parse_args
 
 
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         optimizer = recipe.build_optimizer(model)  # the official parameter groups
         main_rank = env.rank == 0
-        validate = recipe.evaluator(env.val or env.dataset, device=env.device)  # one gallery, model selection
-        test = recipe.evaluator(env.dataset, device=env.device, num_trials=config.eval_trials)
+        # One gallery for model selection; the final test states the feature and the checkpoint selection.
+        validate, test = run_evaluators(recipe, env)
         trainer = Trainer(
             model,
             criterion,

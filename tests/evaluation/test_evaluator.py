@@ -181,12 +181,89 @@ def test_model_mode_is_restored(dataset) -> None:
         ({"flip": True}, ValueError, "flip"),
         ({"embed": "fc"}, TypeError, "embed"),
         ({"distance": None}, TypeError, "distance"),
+        ({"rerank": {"k3": 1}}, ValueError, "rerank"),
+        ({"rerank": "yes"}, TypeError, "rerank"),
+        ({"rerank": {"lambda_value": 2.0}}, ValueError, "lambda_value"),
+        ({"feature": ""}, ValueError, "feature"),
+        ({"selection": 3}, ValueError, "selection"),
+        ({"plain_row": "no"}, TypeError, "plain_row"),
     ],
 )
 def test_exceptions(dataset, kwargs: dict, error: type, match: str) -> None:
     arguments = {"protocol": SYSUProtocol(), "dataset": dataset, "transform": TRANSFORM, **kwargs}
     with pytest.raises(error, match=match):
         ProtocolEvaluator(**arguments)
+
+
+# ------------------------------------------------------------------------------------------------ settings and rows
+
+
+def test_result_states_feature_flip_selection_rerank_and_distance(dataset) -> None:
+    evaluator = ProtocolEvaluator(
+        SYSUProtocol(num_trials=2), dataset, TRANSFORM, feature="official", selection="val", plain_row=False
+    )
+    result = evaluator(Pooled())
+    s = result.settings
+    assert (s["feature"], s["flip"], s["selection"], s["rerank"]) == ("official", False, "val", None)
+    assert (s["dataset"], s["protocol"], s["distance"], s["trials"]) == (
+        "synthetic",
+        "sysu",
+        "negative_cosine_similarity",
+        [0, 1],
+    )
+    table = result.format_table()
+    for line in (
+        "- feature: official six-part (DEEN)",
+        "- flip: off",
+        "- re-ranking: off",
+        "- checkpoint selection: validation identities",
+        "- distance: negative_cosine_similarity",
+    ):
+        assert line in table.splitlines(), line
+    assert evaluator.report(Pooled()).as_dict()["settings"] == s
+    # Not stated: printed as such, never guessed.
+    unstated = ProtocolEvaluator(SYSUProtocol(num_trials=1), dataset, TRANSFORM)(Pooled()).format_table()
+    assert "- checkpoint selection: not stated" in unstated.splitlines()
+
+
+def test_rerank_keeps_the_plain_row(dataset) -> None:
+    model, protocol = Pooled(), SYSUProtocol(num_trials=2)
+    plain = ProtocolEvaluator(protocol, dataset, TRANSFORM)(model)
+    reranked = ProtocolEvaluator(protocol, dataset, TRANSFORM, rerank=True)(model)
+    by_distance = ProtocolEvaluator(protocol, dataset, TRANSFORM, distance=k_reciprocal_rerank)(model)
+    assert reranked.settings["rerank"] == {"method": "k_reciprocal", "k1": 20, "k2": 6, "lambda_value": 0.3}
+    assert reranked.mean == pytest.approx(by_distance.mean, abs=1e-6)  # the official parameters
+    assert len(reranked.baselines) == 1 and reranked.baselines[0].mean == plain.mean
+    assert reranked.mean != plain.mean
+    rows = [line.split(" | ")[0] for line in reranked.format_table().splitlines() if "(reported)" in line]
+    assert rows == ["| plain", "| re-ranked"]
+    assert "- re-ranked rows: k_reciprocal (k1=20, k2=6, lambda_value=0.3)" in reranked.format_table().splitlines()
+    custom = ProtocolEvaluator(protocol, dataset, TRANSFORM, rerank={"k1": 3, "k2": 1, "lambda_value": 0.5})(model)
+    assert "- re-ranking: varies, see the rows" in custom.format_table().splitlines()
+    assert custom.settings["rerank"]["k1"] == 3 and custom.as_dict()["baselines"][0]["settings"]["rerank"] is None
+
+
+@pytest.mark.parametrize("rerank", [None, True])
+def test_flip_prints_the_plain_row(dataset, rerank) -> None:
+    model, protocol = Pooled(), SYSUProtocol(num_trials=2)
+    no_flip = ProtocolEvaluator(protocol, dataset, TRANSFORM, rerank=rerank, feature="plain")(model)
+    flipped = ProtocolEvaluator(protocol, dataset, TRANSFORM, flip="sum", rerank=rerank, feature="plain")(model)
+    alone = ProtocolEvaluator(protocol, dataset, TRANSFORM, flip="sum", rerank=rerank, plain_row=False)(model)
+    assert flipped.mean == alone.mean and flipped.settings["flip"] == "sum"
+    # The rows above it: the evaluation without flip (and its own plain ranking with re-ranking), plainest first.
+    expected = [*no_flip.baselines, no_flip, *alone.baselines]
+    assert [b.mean for b in flipped.baselines] == [r.mean for r in expected]
+    assert [(b.settings["flip"], bool(b.settings["rerank"])) for b in flipped.baselines] == [
+        (r.settings["flip"], bool(r.settings["rerank"])) for r in expected
+    ]
+    assert all(b.settings["feature"] == "plain" for b in flipped.baselines)
+    rows = [line.split(" | ")[0] for line in flipped.format_table().splitlines() if "(reported)" in line]
+    assert rows == (
+        ["| plain", "| flip (sum)"]
+        if rerank is None
+        else ["| plain", "| re-ranked", "| flip (sum)", "| flip (sum), re-ranked"]
+    )
+    assert len(flipped.as_dict()["baselines"]) == len(expected)
 
 
 # ------------------------------------------------------------------------------------------------ the report

@@ -90,6 +90,8 @@ def test_select_on_validation_identities(tmp_path: Path, tiny_root: Path) -> Non
     log = (run / "train.log").read_text()
     assert "evaluation after epoch 0 (val)" in log and "selected_on=val" in log
     assert json.loads((run / "results.json").read_text())["selected_on"] == "val" and (run / "best.pt").is_file()
+    assert json.loads((run / "results.json").read_text())["results"]["settings"]["selection"] == "val"
+    assert "- checkpoint selection: validation identities" in (run / "results.md").read_text().splitlines()
     with pytest.raises(ValueError, match="--select-on val needs --val-identities"):
         parse_args(["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"])
 
@@ -269,3 +271,144 @@ def test_short_synthetic_deen_run_improves_map(tmp_path: Path) -> None:
     assert train.main(argv) == 0
     after = json.loads((run / "results.json").read_text())["results"]["mean"]["mAP"]
     assert after >= before + MIN_GAIN, (before, after)
+
+
+# ------------------------------------------------------------------------------------------------ evaluate.py flags
+
+
+@pytest.fixture(scope="module")
+def agw_run(tmp_path_factory: pytest.TempPathFactory, tiny_root: Path) -> Path:
+    """A tiny AGW run selected on validation identities: config.json, best.pt and last.pt."""
+    run = tmp_path_factory.mktemp("agw-run")
+    argv = ["--method", "agw", "--root", str(tiny_root), "--epochs", "1", "--epoch-length", "2"]
+    argv += ["--batch-identities", "4", "--eval-trials", "2", "--eval-every", "1", "--select-on", "val"]
+    argv += ["--seed", "3", "--threads", "1", "--run-dir", str(run)]
+    assert load_example("train").main(argv) == 0
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    return run
+
+
+def table_rows(text: str) -> list[str]:
+    """The row labels of a printed comparison table: ``label | CMC`` of each reported row."""
+    return [" | ".join(line.split(" | ")[:2]) for line in text.splitlines() if "(reported)" in line]
+
+
+def test_evaluate_options_have_help_and_default() -> None:
+    parser = load_example("evaluate").build_parser()
+    for action in parser._actions:
+        if action.dest in ("help", "checkpoint"):
+            continue
+        assert action.help and "default" in action.help, action.dest
+
+
+def test_evaluate_states_settings_and_prints_the_plain_row(
+    tmp_path: Path, agw_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    evaluate = load_example("evaluate")
+    out = tmp_path / "plain.json"
+    assert evaluate.main([str(agw_run / "last.pt"), "--trials", "2", "--json", str(out)]) == 0
+    plain = json.loads(out.read_text())
+    lines = capsys.readouterr().out.splitlines()
+    stated = ("- feature: fc", "- flip: off", "- re-ranking: off", "- checkpoint selection: last epoch (no selection)")
+    for line in stated:
+        assert line in lines, line
+    assert plain["results"]["settings"]["selection"] == "last" and plain["results"]["baselines"] == []
+
+    # best.pt of a run selected on validation identities, flip and re-ranking: four rows, plainest first.
+    argv = [str(agw_run / "best.pt"), "--trials", "2", "--flip", "--rerank", "--rerank-k1", "5", "--json", str(out)]
+    assert evaluate.main(argv) == 0
+    text = capsys.readouterr().out
+    assert table_rows(text) == [
+        "| plain | identity-deduplicated (reported)",
+        "| re-ranked | identity-deduplicated (reported)",
+        "| flip (sum) | identity-deduplicated (reported)",
+        "| flip (sum), re-ranked | identity-deduplicated (reported)",
+    ]
+    lines = text.splitlines()
+    assert "- checkpoint selection: validation identities" in lines and "- feature: fc" in lines
+    assert "- re-ranked rows: k_reciprocal (k1=5, k2=6, lambda_value=0.3)" in lines
+    got = json.loads(out.read_text())
+    assert got["rerank"] == {"k1": 5, "k2": 6, "lambda_value": 0.3} and got["selection"] == "val"
+    settings = got["results"]["settings"]
+    assert (settings["flip"], settings["rerank"]["k1"], settings["selection"]) == ("sum", 5, "val")
+    # The plain row is the evaluation without flip and re-ranking (best.pt and last.pt: the one epoch's weights).
+    assert got["results"]["baselines"][0]["mean"] == pytest.approx(plain["results"]["mean"], abs=1e-6)
+    assert got["results"]["mean"] != pytest.approx(plain["results"]["mean"], abs=1e-6)
+    # --selection overrides what the file name says; bad re-ranking parameters are refused.
+    assert evaluate.main([str(agw_run / "last.pt"), "--trials", "1", "--selection", "test"]) == 0
+    assert "- checkpoint selection: test set" in capsys.readouterr().out
+    assert evaluate.main([str(agw_run / "last.pt"), "--rerank", "--rerank-lambda", "2"]) == 2
+    assert "lambda_value" in capsys.readouterr().err
+
+
+def test_evaluate_compare(tmp_path: Path, agw_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    evaluate = load_example("evaluate")
+    out = tmp_path / "compare.json"
+    argv = [str(agw_run / "last.pt"), "--trials", "2", "--json", str(out)]
+    assert evaluate.main([*argv, "--compare", "plain", "flip+rerank=5/2/0.5", "feature=pool", "rerank"]) == 0
+    text = capsys.readouterr().out
+    assert table_rows(text) == [
+        "| feature fc | identity-deduplicated (reported)",
+        "| feature fc, flip (sum), re-ranked (k1=5, k2=2, lambda=0.5) | identity-deduplicated (reported)",
+        "| feature pool | identity-deduplicated (reported)",
+        "| feature fc, re-ranked (k1=20, k2=6, lambda=0.3) | identity-deduplicated (reported)",
+    ]
+    lines = text.splitlines()
+    assert "- feature: varies, see the rows" in lines and "- checkpoint selection: last epoch (no selection)" in lines
+    got = json.loads(out.read_text())
+    assert [c["spec"] for c in got["compare"]] == ["plain", "flip+rerank=5/2/0.5", "feature=pool", "rerank"]
+    means = [c["results"]["mean"] for c in got["compare"]]
+    assert [c["results"]["settings"]["feature"] for c in got["compare"]] == ["fc", "fc", "pool", "fc"]
+    assert got["results"]["mean"] == means[0]
+    # Each setting equals its own evaluation.
+    assert evaluate.main([*argv, "--feature", "pool"]) == 0
+    assert json.loads(out.read_text())["results"]["mean"] == pytest.approx(means[2], abs=1e-6)
+    assert evaluate.main([*argv, "--rerank"]) == 0
+    assert json.loads(out.read_text())["results"]["mean"] == pytest.approx(means[3], abs=1e-6)
+    capsys.readouterr()
+    bad = [
+        ("flip=max", "flip=sum or flip=mean"),
+        ("plain+flip", "plain cannot be combined"),
+        ("rerank=1/2", "rerank=K1/K2/LAMBDA"),
+        ("flip+flip", "each once"),
+        ("colour", "is not plain"),
+        ("feature=official", "--feature must be one of"),
+    ]
+    for spec, match in bad:
+        assert evaluate.main([str(agw_run / "last.pt"), "--compare", spec]) == 2, spec
+        assert match in capsys.readouterr().err, spec
+
+
+def test_evaluate_figures_and_save_pretrained(
+    tmp_path: Path, agw_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    from vireid_layers.evaluation import ProtocolResult
+    from vireid_layers.hub import from_pretrained
+
+    evaluate = load_example("evaluate")
+    saved, figures = tmp_path / "saved", tmp_path / "figures-run"
+    argv = [str(agw_run / "last.pt"), "--trials", "2", "--flip", "--figures", "--figures-dir", str(figures)]
+    assert evaluate.main([*argv, "--save-pretrained", str(saved), "--json", str(tmp_path / "r.json")]) == 0
+    printed = capsys.readouterr().out
+    names = ("ranked_lists", "embedding_map", "distance_histograms", "activation_maps")
+    for name in names:
+        path = figures / "figures" / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"figure {name}: {path}" in printed
+    # The saved directory reloads with from_pretrained: the same weights, its results those printed.
+    model = from_pretrained(saved)
+    state = torch.load(agw_run / "last.pt", weights_only=True)["model"]
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(model.state_dict()[k].cpu(), v.cpu()) for k, v in state.items())
+    stored = json.loads((saved / "results.json").read_text())
+    result = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert ProtocolResult.from_dict(stored[0] if isinstance(stored, list) else stored).mean == result["mean"]
+    config = json.loads((saved / "config.json").read_text())
+    assert (config["preprocess"]["height"], config["preprocess"]["width"]) == (64, 32)
+    readme = (saved / "README.md").read_text()
+    assert "flip (sum)" in readme and "plain" in readme
+    # Some figures by name, into the checkpoint's own folder by default.
+    assert evaluate.main([str(agw_run / "last.pt"), "--trials", "1", "--figures", "ranked_lists"]) == 0
+    assert (agw_run / "figures" / "ranked_lists.png").is_file()
+    assert evaluate.main([str(agw_run / "last.pt"), "--figures-dir", str(figures)]) == 2
+    assert "--figures-dir needs --figures" in capsys.readouterr().err

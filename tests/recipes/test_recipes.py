@@ -262,6 +262,11 @@ def test_train_a_recipe_from_a_script_of_ones_own(tmp_path: Path, tiny_root: Pat
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["model"], config["variant"], config["num_classes"]) == ("agw", "agw", 10)
     assert "resume" not in config
+    # The final results state the test feature and how the checkpoint was selected (here: none, the last epoch).
+    settings = json.loads((tmp_path / "run" / "results.json").read_text())["results"]["settings"]
+    assert (settings["feature"], settings["selection"], settings["flip"]) == ("fc", "last", False)
+    table = (tmp_path / "run" / "results.md").read_text().splitlines()
+    assert "- feature: fc" in table and "- checkpoint selection: last epoch (no selection)" in table
 
 
 def test_resume_warns_only_of_real_changes(tmp_path: Path, tiny_root: Path) -> None:

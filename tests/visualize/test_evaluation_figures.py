@@ -11,8 +11,7 @@ from PIL import Image
 
 import vireid_layers.visualize as viz
 from vireid_layers.data import build_test_transform
-from vireid_layers.evaluation import ProtocolEvaluator
-from vireid_layers.evaluation import protocol_for_dataset
+from vireid_layers.evaluation import ProtocolEvaluator, protocol_for_dataset
 from vireid_layers.models import DEEN
 from vireid_layers.visualize import FIGURES, save_evaluation_figures
 from vireid_layers.visualize._drawing import as_display_image

@@ -10,7 +10,7 @@ curves or re-identification).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +24,7 @@ from ..data import ImageDataset, ImageRecord, VIReIDDataset
 from ..modality import Modality
 from .extraction import FlipMode, extract_features
 from .protocols import EvaluationProtocol, ProtocolResult, evaluate_protocol, negative_cosine_similarity
+from .protocols.settings import check_caller_settings, rerank_parameters
 
 __all__ = ["ProtocolEvaluator", "ProtocolReport", "default_embed"]
 
@@ -60,6 +61,12 @@ class ProtocolEvaluator:
     eval mode), and runs the protocol (:func:`~vireid_layers.evaluation.evaluate_protocol`: each image used by
     any trial is embedded once, each trial ranks its gallery by ``distance``).
 
+    The result states how it was obtained (:attr:`~vireid_layers.evaluation.ProtocolResult.settings`): the
+    protocol's own settings, plus ``feature``, ``flip`` and ``selection`` from this object. A test-time option
+    keeps its plain row beside it: with ``rerank`` the plain ranking of the same features, with ``flip`` and
+    ``plain_row`` a second extraction without flip (:meth:`~vireid_layers.evaluation.ProtocolResult.with_baseline`),
+    so the table prints the plain row(s) above the modified one (with both options, all four rows).
+
     ``embed(model, images, modalities)`` gives the features; anything beyond two dimensions is flattened, so
     DEEN's official :math:`(N, 6, D)` embedding ranks by the sum of its six cosine similarities (the
     flattened rows are re-normalised as a whole, which scales every similarity by the same :math:`1/6`).
@@ -81,8 +88,23 @@ class ProtocolEvaluator:
             ``"sum"``); ``False`` keeps ``embed``'s features as they are, which with ``flip="sum"`` and
             :func:`~vireid_layers.evaluation.negative_dot_product` is DEEN's ``test.py`` ranking exactly.
         distance: ``(query, gallery) -> (Q, G)`` distances of the features; default
-            :func:`~vireid_layers.evaluation.negative_cosine_similarity`
-            (:func:`~vireid_layers.evaluation.k_reciprocal_rerank` re-ranks).
+            :func:`~vireid_layers.evaluation.negative_cosine_similarity`.
+        rerank: ``None`` / ``False`` (off), ``True`` (k-reciprocal re-ranking with the official ``k1=20, k2=6,
+            lambda_value=0.3``) or a mapping overriding some of ``k1``, ``k2``, ``lambda_value``: each trial is
+            ranked by ``distance`` (the plain row) and re-ranked from it
+            (:func:`~vireid_layers.evaluation.evaluate_protocol`'s ``rerank``).
+        feature: the name of the test feature, stated in the result (e.g. ``"plain"``, ``"official"`` for DEEN's
+            six-part feature, AGW's ``"fc"`` / ``"pool"``); ``None`` prints "not stated".
+        selection: how the evaluated checkpoint was chosen, stated in the result: ``"val"`` (validation
+            identities), ``"test"`` (the test set), ``"last"`` (no selection); ``None`` prints "not stated".
+        plain_row: with ``flip``, also evaluate without flip and attach that result as the plain row (a second
+            extraction of every image); ignored without flip.
+
+    Raises:
+        TypeError: a field of the wrong type (``protocol``, ``dataset``, ``embed``, ``distance``, ``rerank``,
+            ``plain_row``).
+        ValueError: a bad ``flip``, ``rerank`` parameter, ``feature`` or ``selection``, or a count below its
+            minimum.
 
     Examples:
         >>> import tempfile
@@ -106,6 +128,30 @@ class ProtocolEvaluator:
         ...     result = ProtocolEvaluator(RegDBProtocol("v2i"), dataset, to_float)(Colour())
         >>> result.mean["rank1"], result.mean["mAP"]
         (1.0, 1.0)
+        >>> result.settings["feature"], result.settings["flip"], result.settings["rerank"]
+        (None, False, None)
+
+        With flip and re-ranking, stating the feature and the checkpoint selection, every row is printed:
+
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     records = []
+        ...     for identity, colour in enumerate(["red", "green", "blue"]):
+        ...         for m in Modality:
+        ...             path = Path(tmp) / f"{identity}-{m.name}.png"
+        ...             Image.new("RGB", (4, 8), colour).save(path)
+        ...             records.append(ImageRecord(path, identity, 1 + m, m))
+        ...     dataset = VIReIDDataset("toy", Path(tmp), (), tuple(records))
+        ...     evaluator = ProtocolEvaluator(
+        ...         RegDBProtocol("v2i"), dataset, to_float, flip="mean", rerank={"k1": 2, "k2": 1},
+        ...         feature="colour", selection="last",
+        ...     )
+        ...     result = evaluator(Colour())
+        >>> [b.settings["flip"] for b in result.baselines], [bool(b.settings["rerank"]) for b in result.baselines]
+        ([False, False, 'mean'], [False, True, False])
+        >>> result.settings["feature"], result.settings["selection"], result.settings["rerank"]["k1"]
+        ('colour', 'last', 2)
+        >>> [line.split(" | ")[0] for line in result.format_table().splitlines() if "(reported)" in line]
+        ['| plain', '| re-ranked', '| flip (mean)', '| flip (mean), re-ranked']
     """
 
     protocol: EvaluationProtocol
@@ -119,6 +165,10 @@ class ProtocolEvaluator:
     trials: Sequence[int] | None = None
     normalize: bool = True
     distance: Callable[[Tensor, Tensor], Tensor] = negative_cosine_similarity
+    rerank: bool | Mapping[str, float] | None = None
+    feature: str | None = None
+    selection: str | None = None
+    plain_row: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, EvaluationProtocol):
@@ -132,9 +182,34 @@ class ProtocolEvaluator:
         check_int(self.num_workers, "num_workers", minimum=0)
         if self.flip not in (False, "sum", "mean"):
             raise ValueError(f"`flip` must be False, 'sum' or 'mean', got {self.flip!r}")
+        rerank_parameters(self.rerank)  # raises on a bad value
+        self.settings()  # checks feature and selection
+        if not isinstance(self.plain_row, bool):
+            raise TypeError(f"`plain_row` must be a bool, got {type(self.plain_row).__name__}")
 
-    def extract(self, model: nn.Module, records: list[ImageRecord], modality: Modality) -> Tensor:
-        """Features of ``records`` through the stem of ``modality``: :math:`(N, D)` on the CPU."""
+    def settings(self, *, flip: FlipMode | Literal[False] | None = None) -> dict[str, Any]:
+        """What the results state of this evaluation: ``feature``, ``flip`` (this one, or ``flip``), ``selection``.
+
+        Raises:
+            ValueError: ``feature`` or ``selection`` is not a non-empty string or ``None``.
+        """
+        return check_caller_settings(
+            {"feature": self.feature, "flip": self.flip if flip is None else flip, "selection": self.selection}
+        )
+
+    def extract(
+        self,
+        model: nn.Module,
+        records: list[ImageRecord],
+        modality: Modality,
+        *,
+        flip: FlipMode | Literal[False] | None = None,
+    ) -> Tensor:
+        """Features of ``records`` through the stem of ``modality``: :math:`(N, D)` on the CPU.
+
+        ``flip`` overrides this evaluator's ``flip`` (``None`` keeps it).
+        """
+        flip = self.flip if flip is None else flip
         loader = DataLoader(
             ImageDataset(records, self.transform),
             batch_size=self.batch_size,
@@ -147,18 +222,30 @@ class ProtocolEvaluator:
             return embed(net, images, modalities).flatten(1)
 
         features, _, _ = extract_features(
-            model, loader, modality, forward=forward, device=self.device, flip=self.flip, normalize=self.normalize
+            model, loader, modality, forward=forward, device=self.device, flip=flip, normalize=self.normalize
         )
         return features
 
     def __call__(self, model: nn.Module) -> ProtocolResult:
-        """Embed the test images with ``model`` and return the protocol's per-trial metrics and mean ± std."""
+        """Embed the test images with ``model`` and return the protocol's per-trial metrics and mean ± std.
+
+        With ``flip`` and ``plain_row``, the images are embedded a second time without flip and that result (with
+        its own plain ranking when re-ranking) is attached as the plain row(s).
+        """
+        result = self._evaluate(model, self.flip)
+        if self.flip and self.plain_row:
+            result = result.with_baseline(self._evaluate(model, False))
+        return result
+
+    def _evaluate(self, model: nn.Module, flip: FlipMode | Literal[False]) -> ProtocolResult:
         return evaluate_protocol(
             self.protocol,
             self.dataset,
-            lambda records, modality: self.extract(model, records, modality),
+            lambda records, modality: self.extract(model, records, modality, flip=flip),
             trials=self.trials,
             distance=self.distance,
+            rerank=self.rerank,
+            settings=self.settings(flip=flip),
         )
 
     def report(self, model: nn.Module) -> ProtocolReport:

@@ -18,7 +18,7 @@ from .base import Recipe, build_recipe, list_recipes, recipe_class, register_rec
 from .config import DATASETS, QUICK_RUN, ConfigurationError, RecipeConfig, option
 from .deen import DEENConfig, DEENRecipe, DEENSchedule, deen_lr_factor, deen_param_groups
 from .parts import build_pipeline, gather_outputs_and_labels, head_param_groups, image_forward
-from .runner import SYNTHETIC_CACHE, RunSetup, read_dataset, setup, train, validation_identities
+from .runner import SYNTHETIC_CACHE, RunSetup, read_dataset, run_evaluators, setup, train, validation_identities
 
 __all__ = [
     "AGWConfig",
@@ -46,6 +46,7 @@ __all__ = [
     "read_dataset",
     "recipe_class",
     "register_recipe",
+    "run_evaluators",
     "setup",
     "train",
     "validation_identities",

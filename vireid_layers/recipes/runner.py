@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ import torch
 
 from ..data import VIReIDDataset, build_dataset
 from ..engine import Trainer, TrainingResult, init_distributed
+from ..evaluation import ProtocolEvaluator
 from .base import Recipe
 from .config import fail
 
-__all__ = ["SYNTHETIC_CACHE", "RunSetup", "read_dataset", "setup", "train", "validation_identities"]
+__all__ = ["SYNTHETIC_CACHE", "RunSetup", "read_dataset", "run_evaluators", "setup", "train", "validation_identities"]
 
 #: Where the synthetic dataset is written without ``--root`` (a folder per image size, ``synthetic-{H}x{W}``).
 SYNTHETIC_CACHE = Path.home() / ".cache" / "vireid_layers"
@@ -106,13 +108,52 @@ def setup(recipe: Recipe) -> RunSetup:
     return RunSetup(rank, world_size, device, train_part, val)
 
 
+def run_evaluators(recipe: Recipe, env: RunSetup) -> tuple[ProtocolEvaluator, ProtocolEvaluator]:
+    """The two evaluations of a run: ``(validate, test)``, each stating the test feature.
+
+    ``validate`` selects the checkpoint during training: one gallery of the held-out identities (``select_on="val"``)
+    or of the test split, without the plain row of flip (its numbers are only compared, never reported). ``test``
+    is the final evaluation: ``eval_trials`` galleries, the plain row beside the flipped one with ``flip``, and the
+    checkpoint selection it tests: ``select_on`` when an evaluation during training chose one (``eval_every > 0``),
+    else ``"last"``, as :class:`~vireid_layers.engine.Trainer` reports it (``selected_on``). The engine knows
+    nothing of these settings: they reach ``results.json`` and ``results.md`` through the evaluation result.
+
+    Args:
+        recipe: the run's recipe.
+        env: its :func:`setup` (device and datasets).
+
+    Returns:
+        ``(validate, test)``, two :class:`~vireid_layers.evaluation.ProtocolEvaluator`.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> import torch
+        >>> from vireid_layers.data import VIReIDDataset
+        >>> from vireid_layers.recipes import RunSetup, build_recipe, run_evaluators
+        >>> recipe = build_recipe("agw", flip=True, eval_every=1, select_on="test")
+        >>> env = RunSetup(0, 1, torch.device("cpu"), VIReIDDataset("synthetic", Path("."), (), ()))
+        >>> validate, test = run_evaluators(recipe, env)
+        >>> (test.feature, test.flip, test.selection, test.plain_row), validate.plain_row
+        (('fc', 'sum', 'test', True), False)
+    """
+    c = recipe.config
+    selection = c.select_on if c.eval_every > 0 else "last"
+    validate = recipe.evaluator(env.val or env.dataset, device=env.device)
+    test = recipe.evaluator(env.dataset, device=env.device, num_trials=c.eval_trials)
+    return (
+        dataclasses.replace(validate, feature=c.feature, plain_row=False),
+        dataclasses.replace(test, feature=c.feature, selection=selection),
+    )
+
+
 def train(recipe: Recipe, *, resume: str | os.PathLike[str] | None = None) -> TrainingResult:
     """Train ``recipe`` and evaluate it: the whole run, top to bottom.
 
     The steps, each a method of the recipe: :func:`setup` (threads, seed, dataset), the model (checked once at
     the configured image size), the criterion, the loader, the optimiser, the schedule, the evaluators, then
     :class:`~vireid_layers.engine.Trainer`. On rank 0 it prints the wall time and the reported Rank-1, mAP and
-    mINP.
+    mINP. The final results (``results.json``, ``results.md``, the printed table) state the test feature and
+    how the tested checkpoint was selected (:func:`run_evaluators`).
 
     Args:
         recipe: the recipe, e.g. ``build_recipe("deen")``.
@@ -137,6 +178,7 @@ def train(recipe: Recipe, *, resume: str | os.PathLike[str] | None = None) -> Tr
     loader = recipe.train_loader(dataset, rank=env.rank, world_size=env.world_size, pin_memory=device.type == "cuda")
     optimizer = recipe.build_optimizer(model)
     main = env.rank == 0
+    validate, test = run_evaluators(recipe, env)
     trainer = Trainer(
         model,
         criterion,
@@ -146,8 +188,8 @@ def train(recipe: Recipe, *, resume: str | os.PathLike[str] | None = None) -> Tr
         schedule=recipe.build_schedule(),
         forward=recipe.forward,
         gather=recipe.gather,
-        evaluate=recipe.evaluator(env.val or dataset, device=device).report if c.eval_every > 0 and main else None,
-        test=recipe.evaluator(dataset, device=device, num_trials=c.eval_trials).report if main else None,
+        evaluate=validate.report if c.eval_every > 0 and main else None,
+        test=test.report if main else None,
         hparams=recipe.hparams(num_classes=num_classes, world_size=env.world_size),
     )
     trainer.run.log(

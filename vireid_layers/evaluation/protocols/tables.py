@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 
 from .results import ProtocolResult
-from .settings import describe_settings, variant_labels
+from .settings import _rerank, describe_settings, variant_labels
 
 __all__ = ["format_comparison", "format_single"]
 
@@ -46,6 +46,14 @@ def _plain_note(results: Sequence[ProtocolResult]) -> list[str]:
     if any(modified(r) for r in results) and all(modified(r) for r in results):
         return ["- plain row (no flip, no re-ranking): not evaluated"]
     return []
+
+
+def _rerank_note(rows: Sequence[ProtocolResult], varying: Sequence[str]) -> list[str]:
+    """The parameters of the re-ranked rows, when re-ranking varies between the rows (so the settings omit them)."""
+    if "rerank" not in varying:
+        return []
+    params = dict.fromkeys(json.dumps(r.settings["rerank"]) for r in rows if r.settings.get("rerank"))
+    return [f"- re-ranked rows: {'; '.join(_rerank(json.loads(p)) for p in params)}"] if params else []
 
 
 def format_single(result: ProtocolResult, *, digits: int = 2) -> str:
@@ -109,4 +117,5 @@ def format_comparison(
     keys = dict.fromkeys(k for r in rows for k in r.settings)
     varying = [k for k in keys if len({json.dumps(r.settings.get(k), sort_keys=True) for r in rows}) > 1]
     lines = [_title(rows[0].protocol, {r.num_trials for r in rows}), "", header, align, *body, ""]
-    return "\n".join([*lines, *describe_settings(rows[-1].settings, varying=varying), *_plain_note(rows)])
+    settings = describe_settings(rows[-1].settings, varying=varying)
+    return "\n".join([*lines, *settings, *_rerank_note(rows, varying), *_plain_note(rows)])
