@@ -51,6 +51,8 @@ class AGWOutput(NamedTuple):
         """This output concatenated over every DDP rank (rank order), differentiably; itself without a process group.
 
         Examples:
+            >>> import torch
+            >>> from vireid_layers.models import AGW
             >>> out = AGW(4, backbone="resnet18")(torch.randn(2, 3, 64, 32), torch.tensor([0, 1]))
             >>> out.gather() is out  # a single process
             True

@@ -74,6 +74,8 @@ class DEENOutput(NamedTuple):
         is returned as it is.
 
         Examples:
+            >>> import torch
+            >>> from vireid_layers.models import DEEN
             >>> out = DEEN(4, backbone="resnet18")(torch.randn(2, 3, 64, 32), torch.tensor([0, 1]))
             >>> out.gather() is out  # a single process
             True
