@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice, check_int, check_labels
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.cgsa import CGSA
@@ -59,9 +60,6 @@ class DDAGOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # The engine re-exports the collective; imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return DDAGOutput(*(None if t is None else all_gather_cat(t) for t in self))

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_int, check_modalities, check_probability
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.mam import MAM
@@ -89,9 +90,6 @@ class MPANetOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # The engine re-exports the collective; imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return MPANetOutput(*(all_gather_cat(t) for t in self))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.non_local import NonLocalForm
@@ -65,9 +66,6 @@ class MSOOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # Imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return MSOOutput(
