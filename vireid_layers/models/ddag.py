@@ -16,6 +16,7 @@ from ..layers.cgsa import CGSA
 from ..layers.iwpa import IWPA, IWPAForm
 from ..modality import Modality
 from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["DDAG", "DDAGFeature", "DDAGOutput"]
 
@@ -65,7 +66,7 @@ class DDAGOutput(NamedTuple):
         return DDAGOutput(*(None if t is None else all_gather_cat(t) for t in self))
 
 
-class DDAG(nn.Module):
+class DDAG(PretrainedMixin, nn.Module):
     r"""The DDAG network: two-stream backbone, BN neck, IWPA on the last map, CGSA over the batch, one classifier.
 
     The official network of :cite:`ye2020ddag` built from :class:`~vireid_layers.TwoStreamBackbone`,

@@ -19,6 +19,7 @@ from ..layers.pam import PAM
 from ..losses.modality_learning import ModalityClassifiers, mean_classifier_momentum
 from ..modality import Modality
 from ._assembly import embed_with_flip, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["MPANet", "MPANetOutput"]
 
@@ -95,7 +96,7 @@ class MPANetOutput(NamedTuple):
         return MPANetOutput(*(all_gather_cat(t) for t in self))
 
 
-class MPANet(nn.Module):
+class MPANet(PretrainedMixin, nn.Module):
     r"""The MPANet network: backbone with MAM after its last two stages, PAM, BN neck and three classifiers.
 
     The official network of :cite:`wu2021mpanet` built from :class:`~vireid_layers.TwoStreamBackbone`,
