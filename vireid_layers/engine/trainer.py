@@ -68,9 +68,12 @@ class Trainer:
     """Train any model with a criterion returning named loss terms.
 
     Args:
-        model: the network (not yet wrapped; the trainer moves it to the device and wraps it for DDP/compile).
+        model: the network (not yet wrapped; the trainer moves it to the device and wraps it for DDP/compile);
+            its ``set_epoch(epoch)``, if defined, is called at the start of every epoch (:meth:`start_epoch`).
         criterion: ``criterion(output, batch) -> {name: scalar tensor}``; the total is ``criterion.total(terms)``
-            if defined, else ``sum(terms.values())``; a ``weights`` mapping, when present, labels the loss plot
+            if defined, else ``sum(terms.values())``; a ``weights`` mapping, when present, labels the loss plot;
+            its ``state_dict()`` (an ``nn.Module``'s buffers) is checkpointed and restored, and its
+            ``set_epoch(epoch)`` called at the start of every epoch, when it has them
             (:class:`~vireid_layers.engine.interfaces.Criterion`).
         optimizer: the optimizer over ``model``'s parameters. Each group's ``base_lr`` (default: its ``lr`` at
             construction) is multiplied by ``schedule(epoch)`` at the start of every epoch.
