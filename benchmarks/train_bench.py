@@ -1,11 +1,23 @@
-"""End-to-end DEEN training step: images per second and peak memory of one full optimisation step.
+"""End-to-end training step of every method: images per second and peak memory of one full optimisation step.
 
-One step is :meth:`vireid_layers.engine.Trainer.train_step` on one batch: the forward pass of
-:class:`vireid_layers.models.DEEN` (two-stream backbone, MFA after stages 1–3, DEE, BN neck, classifier), the four
-:class:`vireid_layers.models.DEENCriterion` losses (cross-entropy, batch-hard triplet, CPM, orthogonal), the
-backward pass and an SGD step (Nesterov momentum 0.9, weight decay 5e-4, the official head/backbone parameter
-groups). The trainer also does what it does on every step of a real run: the finite-loss check and the logged
-loss values (both read the loss on the host). Configurations, each adding one thing to the previous:
+One step is :meth:`vireid_layers.engine.Trainer.train_step` on one batch: the method's training forward, its
+criterion's loss terms, the backward pass and the optimiser step, with the official optimiser of the method:
+
+* ``deen``: :class:`~vireid_layers.models.DEEN` (two-stream backbone, MFA after stages 1–3, DEE, BN neck,
+  classifier) and :class:`~vireid_layers.models.DEENCriterion` (cross-entropy, batch-hard triplet, CPM,
+  orthogonal); SGD (Nesterov momentum 0.9, weight decay 5e-4, the head/backbone groups of
+  :func:`~vireid_layers.recipes.deen_param_groups`);
+* ``agw``: :class:`~vireid_layers.models.AGW` (non-local blocks, GeM, BN neck) and ``AGWCriterion`` (CE, WRT);
+  SGD with :func:`~vireid_layers.recipes.head_param_groups`;
+* ``ddag``: :class:`~vireid_layers.models.DDAG` called with the labels (IWPA, the CGSA graph branch) and
+  ``DDAGCriterion`` (CE, triplet, part, graph); SGD with the head groups;
+* ``mpanet``: :class:`~vireid_layers.models.MPANet` (MAM, PAM, the mean-classifier EMA step) and
+  ``MPANetCriterion`` on MPANet's official batch layout; Adam (lr 3.5e-4, weight decay 5e-4);
+* ``mso``: :class:`~vireid_layers.models.MSO` (AGW's trunk, the PEF loss through a frozen VGG-16 with random
+  weights: the same work as the ImageNet ones) and ``MSOCriterion`` (CE, WRT, PEF, CMCC); SGD with the head groups.
+
+The trainer also does what it does on every step of a real run: the finite-loss check and the logged loss values
+(both read the loss on the host). Configurations, each adding one thing to the previous:
 
 * ``eager-fp32``: float32, NCHW;
 * ``amp-bf16``: the forward pass under ``torch.autocast(dtype=torch.bfloat16)`` (the losses stay in float32);
@@ -13,6 +25,8 @@ loss values (both read the loss on the host). Configurations, each adding one th
 * ``amp-bf16-cl-compile``: + ``torch.compile(model)`` (inductor, default mode); compilation happens during the
   warm-up steps, from an empty inductor cache (``TORCHINDUCTOR_CACHE_DIR`` is a fresh directory), and is reported
   separately (``warmup_s``: the wall time of every warm-up step).
+
+``--method`` picks the methods (default: all five); every row records its method.
 
 Setting: the SYSU-MM01 recipe's batch, 6 identities × 4 images × 2 modalities = 48 images, 395 classes. On CUDA
 the full DEEN setting: ResNet-50 at 384×144. On the CPU a reduced size, by default ResNet-18 at 128×64 with the
@@ -44,6 +58,7 @@ Usage::
     python benchmarks/train_bench.py                       # CUDA if available, else CPU at the reduced size
     python benchmarks/train_bench.py --device cpu --threads 1
     python benchmarks/train_bench.py --configs eager-fp32 amp-bf16 --quick
+    python benchmarks/train_bench.py --method deen agw --device cpu --threads 1
 
 Writes ``results/train--<machine>--<device>.{json,md}`` (``train-quick`` with ``--quick``, to a temporary
 directory unless ``--out`` is given).
@@ -92,6 +107,15 @@ DESCRIPTIONS = {
     "amp-bf16-cl": "eager, bf16 autocast, channels_last",
     "amp-bf16-cl-compile": "torch.compile, bf16 autocast, channels_last",
 }
+METHODS = ("deen", "agw", "ddag", "mpanet", "mso")
+#: method -> its optimiser, as the rows and the table record it
+OPTIMIZERS = {
+    "deen": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+    "agw": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+    "ddag": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+    "mpanet": "Adam(lr 3.5e-4, weight_decay 5e-4)",
+    "mso": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+}
 #: SYSU-MM01 (DEEN official): 395 training identities, 6 identities x 4 images per modality.
 NUM_CLASSES, IDENTITIES, INSTANCES = 395, 6, 4
 
@@ -100,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=list(CONFIGS))
+    parser.add_argument(
+        "--method", nargs="+", choices=METHODS, default=list(METHODS), help="the methods to measure (default: all)"
+    )
     parser.add_argument("--backbone", default=None, help="timm name (default: resnet50 on CUDA, resnet18 on CPU)")
     parser.add_argument("--height", type=int, default=None, help="default 384 on CUDA, 128 on CPU")
     parser.add_argument("--width", type=int, default=None, help="default 144 on CUDA, 64 on CPU")
@@ -156,7 +183,7 @@ def resolve(args: argparse.Namespace) -> tuple[torch.device, dict[str, Any]]:
         "instances": instances,
         "batch": 2 * identities * instances,
         "num_classes": NUM_CLASSES,
-        "optimizer": "SGD(lr 0.1 head / 0.01 backbone, momentum 0.9, nesterov, weight_decay 5e-4)",
+        "optimizer": {m: OPTIMIZERS[m] for m in args.method},
     }
     setting["full_sysu"] = (setting["backbone"], setting["height"], setting["width"], setting["batch"]) == (
         "resnet50",
@@ -232,22 +259,26 @@ def count_flops(fn: Any) -> int:
 
 
 def backbone_workload(model: Any, images: torch.Tensor, modalities: torch.Tensor, amp: str | None) -> Any:
-    """The backbone's share of a DEEN step: ``forward() -> loss`` and ``step()`` (forward, backward).
+    """The backbone's share of a step: ``forward() -> loss`` for ``step()`` (forward, backward).
 
-    What DEEN runs through its two-stream ResNet: the modality stems and the stages before DEE on the N images,
-    then the stages after DEE on the (1 + K) N rows DEE produces (48 images and 96 generated rows in the SYSU
-    setting). MFA, DEE, the head and the losses are left out; the loss is the mean of the last feature map.
-    The parameters are the model's own (so channels_last and the dtype follow the configuration); the gradients
-    are dropped after every step.
+    What the method runs through its two-stream ResNet: the modality stems and every stage on the N images; for
+    DEEN the stages after DEE run on the (1 + K) N rows DEE produces (48 images and 96 generated rows in the SYSU
+    setting). The method's own blocks (MFA, DEE, non-local, MAM, IWPA, ...), the head and the losses are left
+    out; the loss is the mean of the last feature map. The parameters are the model's own (so channels_last and
+    the dtype follow the configuration); the gradients are dropped after every step.
     """
-    backbone, num_before, rows = model.backbone, len(model.mfa), 1 + model.num_branches
+    backbone = model.backbone
+    if hasattr(model, "mfa") and hasattr(model, "num_branches"):  # DEEN: DEE after the MFA stages
+        num_before, rows = len(model.mfa), 1 + model.num_branches
+    else:
+        num_before, rows = backbone.num_stages, 1
 
     def forward() -> torch.Tensor:
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
             x = backbone.forward_stem(images, modalities)
             for i in range(num_before):
                 x = backbone.forward_stage(i, x)
-            x = torch.cat([x] * rows)  # DEE's (1 + K) N rows, in the memory format of the stage output
+            x = torch.cat([x] * rows) if rows > 1 else x  # DEE's (1 + K) N rows, in the stage output's format
             for i in range(num_before, backbone.num_stages):
                 x = backbone.forward_stage(i, x)
         return x.float().mean()
@@ -291,37 +322,96 @@ def write_trace(step: Any, device: torch.device, path: Path, steps: int = 2) -> 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
 
 
-def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Build the model and warm up; then time the steps (``--measure time``, on CUDA also the memory) or measure
-    one step's peak memory (``--measure memory``, the CPU memory process); return the row."""
-    from vireid_layers.data import ImageSample
-    from vireid_layers.engine import Trainer, deen_param_groups
-    from vireid_layers.models import DEEN, DEENCriterion
+#: The smallest image a method takes (MSO's PEF runs the VGG-16 blocks on the stem map, >= 16x16): a smaller
+#: ``--height`` / ``--width`` (the ``--quick`` 64x32) is raised to it for that method; the row records the size.
+MIN_SIZE = {"mso": (64, 64)}
 
+
+def sized_for(method: str, setting: dict[str, Any]) -> dict[str, Any]:
+    """``setting`` with the image raised to the method's :data:`MIN_SIZE`."""
+    low_h, low_w = MIN_SIZE.get(method, (0, 0))
+    return {**setting, "height": max(setting["height"], low_h), "width": max(setting["width"], low_w)}
+
+
+def build_method(method: str, setting: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """``(model, criterion, optimizer, forward)`` of ``method`` at ``setting`` (random weights, seed 0)."""
+    from vireid_layers.models import (
+        AGW,
+        DDAG,
+        DEEN,
+        MSO,
+        AGWCriterion,
+        DDAGCriterion,
+        DEENCriterion,
+        MPANet,
+        MPANetCriterion,
+        MSOCriterion,
+    )
+    from vireid_layers.recipes import deen_param_groups, head_param_groups
+
+    torch.manual_seed(0)
+    num_classes, backbone = setting["num_classes"], setting["backbone"]
+
+    def image_forward(m: Any, b: Any) -> Any:
+        return m(b.image, b.modality)
+
+    def sgd(groups: list[dict]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True)
+
+    if method == "deen":
+        model = DEEN(num_classes, backbone=backbone, pretrained=False)
+        return model, DEENCriterion(), sgd(deen_param_groups(model, 0.1)), image_forward
+    if method == "agw":
+        model = AGW(num_classes, backbone=backbone, pretrained=False)
+        return model, AGWCriterion(), sgd(head_param_groups(model, 0.1)), image_forward
+    if method == "ddag":
+        model = DDAG(num_classes, backbone=backbone, pretrained=False)
+
+        def ddag_forward(m: Any, b: Any) -> Any:
+            return m(b.image, b.modality, labels=b.identity)  # with the labels: the graph branch runs
+
+        return model, DDAGCriterion(), sgd(head_param_groups(model, 0.1)), ddag_forward
+    if method == "mpanet":
+        model = MPANet(num_classes, backbone=backbone, pretrained=False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+        return model, MPANetCriterion(), optimizer, image_forward
+    if method == "mso":
+        model = MSO(num_classes, backbone=backbone, pretrained=False, vgg_weights=None)
+        return model, MSOCriterion(), sgd(head_param_groups(model, 0.1)), image_forward
+    raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
+
+
+def batch_layout(method: str, identities: int, instances: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(labels, modalities)`` of the official sampler's batch: all visible rows then all infrared ones, each
+    identity's K images together; MPANet's own layout for MPANet (one block of 2K rows per identity, infrared
+    and visible alternating, infrared first)."""
+    if method == "mpanet":
+        labels = torch.arange(identities).repeat_interleave(2 * instances)
+        return labels, torch.tensor([1, 0]).repeat(identities * instances)
+    labels = torch.arange(identities).repeat_interleave(instances).repeat(2)
+    return labels, torch.arange(2).repeat_interleave(identities * instances)
+
+
+def run_config(key: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Build the model and warm up; then time the steps (``--measure time``, on CUDA also the memory) or measure
+    one step's peak memory (``--measure memory``, the CPU memory process); return the row.
+
+    ``key`` is ``method:config``."""
+    from vireid_layers.data import ImageSample
+    from vireid_layers.engine import Trainer, TrainerConfig
+
+    method, name = key.split(":")
     device, setting = resolve(args)
+    setting = sized_for(method, setting)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     amp, channels_last, compile_ = CONFIGS[name]
-    torch.manual_seed(0)
-    model = DEEN(setting["num_classes"], backbone=setting["backbone"], pretrained=False)
-    optimizer = torch.optim.SGD(deen_param_groups(model, 0.1), lr=0.1, momentum=0.9, nesterov=True)
-    trainer = Trainer(
-        model,
-        DEENCriterion(),
-        optimizer,
-        None,
-        [],
-        device=device,
-        amp=amp,
-        channels_last=channels_last,
-        compile=compile_,
-        run_dir=None,
-        progress=False,
-    )
+    model, criterion, optimizer, forward = build_method(method, setting)
+    config = TrainerConfig(device=device, amp=amp, channels_last=channels_last, compile=compile_, progress=False)
+    trainer = Trainer(model, criterion, optimizer, [], config, forward=forward)
     generator = torch.Generator().manual_seed(0)
     p, k, b = setting["identities"], setting["instances"], setting["batch"]
-    labels = torch.arange(p).repeat_interleave(k).repeat(2)  # the official sampler's layout
-    modalities = torch.arange(2).repeat_interleave(p * k)
+    labels, modalities = batch_layout(method, p, k)
     images = torch.randn(b, 3, setting["height"], setting["width"], generator=generator)
     images = images.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     batch = ImageSample(images, labels.to(device), torch.zeros_like(labels).to(device), modalities.to(device))
@@ -337,6 +427,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
         warmup_times.append(time.perf_counter() - start)
     if args.measure == "memory":
         return {
+            "method": method,
             "config": name,
             **step_peak_memory(step, device),
             "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
@@ -358,8 +449,10 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.trace is not None:
         extra["profile"] = write_trace(step, device, args.trace)
     return {
+        "method": method,
         "config": name,
         "description": DESCRIPTIONS[name],
+        "optimizer": OPTIMIZERS[method],
         "amp": amp,
         "channels_last": channels_last,
         "compile": compile_,
@@ -426,19 +519,21 @@ def _loadavg() -> float | None:
         return None
 
 
-def _spawn(name: str, argv: list[str], measure: str, cache_dir: str) -> dict[str, Any]:
-    """Run one configuration in a fresh interpreter; an error becomes a row with the reason."""
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", name, "--measure", measure]
+def _spawn(key: str, argv: list[str], measure: str, cache_dir: str) -> dict[str, Any]:
+    """Run one ``method:config`` in a fresh interpreter; an error becomes a row with the reason."""
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", key, "--measure", measure]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache_dir, **(MALLOC_ENV if measure == "memory" else {})}
     proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if proc.returncode == 0:
         return json.loads(proc.stdout.strip().splitlines()[-1])
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     print(proc.stderr[-4000:], file=sys.stderr)
-    return {"config": name, "description": DESCRIPTIONS[name], "status": "error", "reason": f"{measure}: {tail}"[:500]}
+    method, name = key.split(":")
+    reason = f"{measure}: {tail}"[:500]
+    return {"method": method, "config": name, "description": DESCRIPTIONS[name], "status": "error", "reason": reason}
 
 
-def measure_config(name: str, argv: list[str], device: torch.device, cache: Path | None = None) -> dict[str, Any]:
+def measure_config(key: str, argv: list[str], device: torch.device, cache: Path | None = None) -> dict[str, Any]:
     """The timing process, then on the CPU the memory process; their rows merged.
 
     Both share an inductor cache directory: a fresh one by default, so the timing process compiles from scratch
@@ -447,15 +542,15 @@ def measure_config(name: str, argv: list[str], device: torch.device, cache: Path
     """
     with tempfile.TemporaryDirectory(prefix="vireid-bench-inductor-") as fresh:
         cache_dir = str(cache) if cache is not None else fresh
-        row = _spawn(name, argv, "time", cache_dir)
+        row = _spawn(key, argv, "time", cache_dir)
         if row["status"] == "ok" and device.type == "cpu" and "--no-cpu-memory" in argv:
             row.update(peak_mib=None, step_peak_mib=None)
         if row["status"] != "ok" or device.type == "cuda" or "--no-cpu-memory" in argv:
             return row
-        memory = _spawn(name, argv, "memory", cache_dir)
+        memory = _spawn(key, argv, "memory", cache_dir)
     if memory.get("status") == "error":
         return {**row, "status": "error", "reason": memory["reason"]}
-    return {**row, **{k: v for k, v in memory.items() if k != "config"}}
+    return {**row, **{k: v for k, v in memory.items() if k not in ("method", "config")}}
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:
@@ -477,7 +572,8 @@ GOAL_BACKBONE_SHARE = 0.40  # the backbone's FLOP rate over the device's peak bf
 
 
 def utilisation(results: dict[str, Any], peak: dict[str, Any]) -> None:
-    """Add the FLOP rates and their share of ``peak`` to every row, and the goals' verdicts to ``results``."""
+    """Add the FLOP rates and their share of ``peak`` to every row, and the goals' verdicts (DEEN's rows) to
+    ``results``."""
     tflops = peak["tflops"]
     for r in results["cases"]:
         if r.get("status") != "ok" or "step_flops" not in r:
@@ -486,13 +582,14 @@ def utilisation(results: dict[str, Any], peak: dict[str, Any]) -> None:
         r["step_share_of_peak"] = r["step_tflops"] / tflops
         r["backbone_tflops"] = r["backbone_flops"] / (r["backbone_median_ms"] / 1e3) / 1e12
         r["backbone_share_of_peak"] = r["backbone_tflops"] / tflops
-    rows = {r["config"]: r for r in results["cases"] if r.get("status") == "ok"}
+    # The goals are DEEN's (rows without a method are DEEN's: files written before the other methods).
+    rows = {r["config"]: r for r in results["cases"] if r.get("status") == "ok" and r.get("method", "deen") == "deen"}
     base, best = rows.get("eager-fp32"), rows.get("amp-bf16-cl-compile")
     goals: dict[str, Any] = {}
     if base is not None and best is not None:
         speedup = best["images_per_s"] / base["images_per_s"]
         goals["speedup"] = {
-            "what": "amp-bf16-cl-compile images/s over eager-fp32",
+            "what": "DEEN amp-bf16-cl-compile images/s over eager-fp32",
             "value": speedup,
             "threshold": GOAL_SPEEDUP,
             "met": speedup >= GOAL_SPEEDUP,
@@ -506,7 +603,7 @@ def utilisation(results: dict[str, Any], peak: dict[str, Any]) -> None:
         )
         share = measured[config]["backbone_share_of_peak"]
         goals["backbone_share"] = {
-            "what": f"backbone FLOP rate ({config}) over the peak bf16 matrix rate ({peak['source']})",
+            "what": f"DEEN backbone FLOP rate ({config}) over the peak bf16 matrix rate ({peak['source']})",
             "value": share,
             "threshold": GOAL_BACKBONE_SHARE,
             "met": share >= GOAL_BACKBONE_SHARE,
@@ -545,8 +642,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"# `{results['suite']}` benchmark — {machine['slug']} — {device['type']}",
         "",
         "Generated by `benchmarks/train_bench.py` (do not edit by hand); methodology in `benchmarks/README.md`. "
-        "One step = `Trainer.train_step`: DEEN forward, `DEENCriterion` (CE, triplet, CPM, orthogonal), backward, "
-        f"SGD step. Times are per step (median and IQR over the measured blocks). Peak memory is {memory}",
+        "One step = `Trainer.train_step`: the method's training forward, its criterion (DEEN: CE, triplet, CPM, "
+        "orthogonal; AGW: CE, WRT; DDAG: CE, triplet, part, graph; MPANet: CE, center cluster, separation, "
+        "modality-specific, mutual mean; MSO: CE, WRT, PEF, CMCC), backward, optimiser step. Times are per step "
+        "(median and IQR over the measured blocks); *vs eager fp32* compares with the same method's eager-fp32 "
+        f"row. Peak memory is {memory}",
         "",
         "| | |",
         "|---|---|",
@@ -559,30 +659,41 @@ def markdown(results: dict[str, Any]) -> str:
         f"| device | {device['type']}: {device['name']}, {device['num_threads']} torch thread(s) |",
         f"| versions | {versions} |",
         f"| setting | {size}: {s['backbone']} at {s['height']}×{s['width']}, batch {s['batch']} "
-        f"({s['identities']} identities × {s['instances']} images × 2 modalities), {s['num_classes']} classes, "
-        f"{s['optimizer']} |",
+        f"({s['identities']} identities × {s['instances']} images × 2 modalities), {s['num_classes']} classes |",
+        f"| optimisers | {_optimizers(s['optimizer'])} |",
         f"| timing | {s['warmup']} warm-up steps, min_run_time {s['min_run_time_s']} s, about {s['min_runs']} "
         "measured steps per configuration, each configuration in its own process |",
         f"| load average (1 min) | {meta.get('loadavg_start', '—')} at start, {meta.get('loadavg_end', '—')} at end |",
         f"| total runtime | {results['total_runtime_s']:.0f} s{'' if results['complete'] else ' (incomplete run)'} |",
         "",
-        "| configuration | median ms/step | IQR ms | runs | images/s | vs eager fp32 | peak MiB | step peak MiB | "
-        "warm-up s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | configuration | median ms/step | IQR ms | runs | images/s | vs eager fp32 | peak MiB | "
+        "step peak MiB | warm-up s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    base = next((r for r in results["cases"] if r["config"] == "eager-fp32" and r["status"] == "ok"), None)
+    bases = {
+        r.get("method", "deen"): r for r in results["cases"] if r["config"] == "eager-fp32" and r["status"] == "ok"
+    }
     for r in results["cases"]:
+        method = r.get("method", "deen")
         if r["status"] != "ok":
-            lines.append(f"| {r['description']} | {r['status']}: {r['reason']} | | | | | | | |")
+            lines.append(f"| {method} | {r['description']} | {r['status']}: {r['reason']} | | | | | | | |")
             continue
+        base = bases.get(method)
         speed = "—" if base is None else f"{base['median_ms'] / r['median_ms']:.2f}×"
         warm = ", ".join(f"{t:.1f}" for t in r["warmup_s"])
         lines.append(
-            f"| {r['description']} | {_fmt(r['median_ms'])} | {_fmt(r['iqr_ms'], 2)} | {r['runs']} | "
+            f"| {method} | {r['description']} | {_fmt(r['median_ms'])} | {_fmt(r['iqr_ms'], 2)} | {r['runs']} | "
             f"{_fmt(r['images_per_s'])} | {speed} | {_fmt(r['peak_mib'])} | {_fmt(r['step_peak_mib'])} | {warm} |"
         )
     lines += utilisation_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def _optimizers(optimizer: str | dict[str, str]) -> str:
+    """The optimiser of every method (files written before the other methods hold DEEN's as a string)."""
+    if isinstance(optimizer, str):
+        return f"deen: {optimizer}"
+    return "; ".join(f"{m}: {o}" for m, o in optimizer.items())
 
 
 def utilisation_markdown(results: dict[str, Any]) -> list[str]:
@@ -595,17 +706,18 @@ def utilisation_markdown(results: dict[str, Any]) -> list[str]:
         "",
         f"Matrix FLOPs (`torch.utils.flop_counter`: matrix products and convolutions, forward and backward) over "
         f"time, against the peak bf16 matrix rate **{peak['tflops']:.1f} TFLOP/s** ({peak['source']}; "
-        f"{peak['device_name']}). *Backbone*: the two-stream ResNet alone as DEEN runs it (the stems and the "
-        "stages before DEE on the batch, the stages after DEE on the (1 + K)·N DEE rows), forward and backward, "
+        f"{peak['device_name']}). *Backbone*: the two-stream ResNet alone as the method runs it (the stems and "
+        "every stage on the batch; for DEEN the stages after DEE on the (1 + K)·N DEE rows), forward and backward, "
         "timed on its own in the same configuration.",
         "",
-        "| configuration | step GFLOP | step TFLOP/s | share of peak | backbone GFLOP | backbone ms | "
+        "| method | configuration | step GFLOP | step TFLOP/s | share of peak | backbone GFLOP | backbone ms | "
         "backbone TFLOP/s | backbone share of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['description']} | {r['step_flops'] / 1e9:,.0f} | {r['step_tflops']:.2f} | "
+            f"| {r.get('method', 'deen')} | {r['description']} | {r['step_flops'] / 1e9:,.0f} | "
+            f"{r['step_tflops']:.2f} | "
             f"{100 * r['step_share_of_peak']:.1f} % | {r['backbone_flops'] / 1e9:,.0f} | "
             f"{_fmt(r['backbone_median_ms'])} | {r['backbone_tflops']:.2f} | "
             f"{100 * r['backbone_share_of_peak']:.1f} % |"
@@ -628,7 +740,8 @@ def report_utilisation(results: dict[str, Any], device: torch.device, quick: boo
     for r in results["cases"]:
         if "backbone_share_of_peak" in r:
             print(
-                f"  {r['config']:22s} step {r['step_tflops']:.2f} TFLOP/s ({100 * r['step_share_of_peak']:.1f} %), "
+                f"  {r.get('method', 'deen'):7s} {r['config']:22s} step {r['step_tflops']:.2f} TFLOP/s "
+                f"({100 * r['step_share_of_peak']:.1f} %), "
                 f"backbone {r['backbone_tflops']:.2f} TFLOP/s ({100 * r['backbone_share_of_peak']:.1f} % of peak)"
             )
     for name, goal in results["goals"].items():
@@ -665,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             **setting,
             "quick": args.quick,
+            "methods": list(args.method),
             "configs": list(args.configs),
             "warmup": args.warmup,
             "min_run_time_s": args.min_run_time if args.min_run_time is not None else (0.05 if args.quick else 1.0),
@@ -677,18 +791,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{suite}: {setting['backbone']} {setting['height']}x{setting['width']}, batch {setting['batch']} on {device}"
     )
     forwarded = _without_option(forwarded, "--trace")
-    for name in args.configs:
-        trace = ["--trace", str(args.trace)] if args.trace is not None and name == args.configs[-1] else []
-        row = measure_config(name, forwarded + trace, device, args.inductor_cache)
+    keys = [f"{method}:{name}" for method in args.method for name in args.configs]
+    for key in keys:
+        trace = ["--trace", str(args.trace)] if args.trace is not None and key == keys[-1] else []
+        row = measure_config(key, forwarded + trace, device, args.inductor_cache)
         results["cases"].append(row)
         results["total_runtime_s"] = time.perf_counter() - start
         if row["status"] == "ok":
             print(
-                f"  {name:22s} {row['median_ms']:9.1f} ms/step  {row['images_per_s']:8.1f} img/s  "
-                f"peak {_fmt(row['peak_mib'])} MiB  warm-up {', '.join(f'{t:.1f}' for t in row['warmup_s'])} s"
+                f"  {key:29s} {row['median_ms']:9.1f} ms/step  {row['images_per_s']:8.1f} img/s  "
+                f"peak {_fmt(row['peak_mib'])} MiB  warm-up {', '.join(f'{t:.1f}' for t in row['warmup_s'])} s",
+                flush=True,
             )
         else:
-            print(f"  {name:22s} ERROR: {row['reason']}")
+            print(f"  {key:29s} ERROR: {row['reason']}", flush=True)
     if not args.no_flops:
         report_utilisation(results, device, args.quick)
     results["complete"] = True

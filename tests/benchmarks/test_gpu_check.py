@@ -110,8 +110,11 @@ def test_the_training_command_is_accepted_by_the_entry_point(tmp_path: Path) -> 
         script = ROOT / command[1]
         assert script.is_file() and command[1 : 1 + len(gpu_check.TRAIN_ENTRY)] == gpu_check.TRAIN_ENTRY
         assert all(flag in command for flag in gpu_check.FAST_FLAGS)
-        (train_deen,) = isolated_import(ROOT / "examples", "train_deen")
-        cfg = train_deen.parse_config(command[1 + len(gpu_check.TRAIN_ENTRY) :])
+        assert command[1] == "examples/train.py"
+        (entry,) = isolated_import(ROOT / "examples", "train")
+        recipe, resume = entry.parse_args(command[2:])  # the entry point's own parser, --method included
+        assert type(recipe).__name__ == "DEENRecipe" and resume is None
+        cfg = recipe.config
         assert (cfg.amp, cfg.channels_last, cfg.compile) == ("bf16", True, True)
         assert (cfg.height, cfg.width) == ((64, 32) if quick else (384, 144))
         if not quick:

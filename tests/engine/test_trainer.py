@@ -118,10 +118,11 @@ def make_trainer(run_dir: Path | None, epochs: int, *, model_seed: int = 0, **kw
     own = {k: kwargs.pop(k) for k in COLLABORATORS if k in kwargs}
     own.setdefault("schedule", DEENSchedule(warmup_epochs=2, milestones=(3,)))
     own.setdefault("forward", image_forward)
+    criterion = kwargs.pop("criterion", None) or TinyCriterion()
     config = TrainerConfig(
         device="cpu", run_dir=run_dir, epochs=epochs, log_every=1, progress=False, deterministic=True, **kwargs
     )
-    return Trainer(model, TinyCriterion(), optimizer, make_loader(), config, **own)
+    return Trainer(model, criterion, optimizer, make_loader(), config, **own)
 
 
 def test_schedule_official_values() -> None:
@@ -533,3 +534,149 @@ def test_loss_plot_panels(tmp_path: Path) -> None:
     trainer.fit()
     assert (tmp_path / "plots" / "loss.png").stat().st_size > 0 and (tmp_path / "plots" / "lr.png").is_file()
     assert "plots written" in (tmp_path / "train.log").read_text()
+
+
+class EpochNet(TinyNet):
+    """TinyNet that records every ``set_epoch`` call (the model's epoch hook)."""
+
+    def __init__(self) -> None:
+        super().__init__(dropout=0.0)
+        self.epochs_seen: list[int] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs_seen.append(epoch)
+
+
+class StatefulCriterion(TinyCriterion):
+    """A criterion with state in buffers: the triplet weight is 1 / (1 + mean CE of the previous epoch).
+
+    ``set_epoch`` closes the epoch (idempotent for the current one) and records every call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("running_sum", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("running_count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("weight", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("epoch", torch.zeros((), dtype=torch.int64))
+        self.calls: list[int] = []
+
+    def forward(self, output: tuple[Tensor, Tensor], batch: ImageSample) -> dict[str, Tensor]:
+        terms = super().forward(output, batch)
+        self.running_sum.add_(terms["ce"].detach().double())
+        self.running_count.add_(1.0)
+        return terms
+
+    def total(self, terms: dict[str, Tensor]) -> Tensor:
+        return terms["ce"] + self.weight.float() * terms["triplet"]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.calls.append(epoch)
+        if epoch == int(self.epoch):
+            return
+        if self.running_count > 0:
+            self.weight.fill_(1.0 / (1.0 + float(self.running_sum / self.running_count)))
+            self.running_sum.zero_()
+            self.running_count.zero_()
+        self.epoch.fill_(epoch)
+
+
+def make_stateful_trainer(run_dir: Path, epochs: int, *, model_seed: int = 0, **kwargs) -> Trainer:
+    torch.manual_seed(model_seed)
+    model = EpochNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    config = TrainerConfig(
+        device="cpu", run_dir=run_dir, epochs=epochs, log_every=1, progress=False, deterministic=True, **kwargs
+    )
+    return Trainer(model, StatefulCriterion(), optimizer, make_loader(), config, forward=image_forward)
+
+
+def _buffers(criterion: nn.Module) -> dict[str, Tensor]:
+    return {k: v.clone() for k, v in criterion.state_dict().items()}
+
+
+def test_stateful_criterion_and_epoch_hooks_survive_a_resume(tmp_path: Path) -> None:
+    full = make_stateful_trainer(tmp_path / "full", epochs=4)
+    full.fit()
+    assert full.criterion.calls == [0, 1, 2, 3] and full.module.epochs_seen == [0, 1, 2, 3]
+    assert float(full.criterion.weight) > 0  # the state matters: the triplet term is on from epoch 1
+
+    first = make_stateful_trainer(tmp_path / "cut", epochs=2)
+    first.fit()
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    for key, value in first.criterion.state_dict().items():
+        assert torch.equal(state["criterion"][key], value), key
+    assert int(state["criterion"]["epoch"]) == 1 and float(state["criterion"]["running_count"]) == 3
+
+    torch.manual_seed(999)
+    second = make_stateful_trainer(tmp_path / "cut", epochs=4, model_seed=7)
+    result = second.fit(resume=tmp_path / "cut" / "last.pt")
+    assert second.criterion.calls == [2, 3] and second.module.epochs_seen == [2, 3]
+    for key, value in _buffers(full.criterion).items():
+        assert torch.equal(value, second.criterion.state_dict()[key]), key
+    for key, value in full.module.state_dict().items():
+        assert torch.equal(value, second.module.state_dict()[key]), key
+    assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
+
+
+def test_stateful_criterion_resume_mid_epoch(tmp_path: Path) -> None:
+    """Resumed inside epoch 1, set_epoch(1) is called again and the partial sums of epoch 1 are restored."""
+    full = make_stateful_trainer(tmp_path / "full", epochs=3)
+    full.fit()
+
+    cut = make_stateful_trainer(tmp_path / "cut", epochs=3, checkpoint_every_steps=1)
+    real_step = cut.train_step
+
+    def crash_after_four_steps(batch: object) -> dict[str, float]:
+        if cut.global_step == 4:
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    cut.train_step = crash_after_four_steps  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert float(state["criterion"]["running_count"]) == 1 and int(state["criterion"]["epoch"]) == 1
+
+    torch.manual_seed(999)
+    resumed = make_stateful_trainer(tmp_path / "cut", epochs=3, model_seed=7)
+    result = resumed.fit(resume=tmp_path / "cut" / "last.pt")
+    assert resumed.criterion.calls == [1, 2] and resumed.module.epochs_seen == [1, 2]
+    for key, value in _buffers(full.criterion).items():
+        assert torch.equal(value, resumed.criterion.state_dict()[key]), key
+    assert [h["total"] for h in result.history] == [h["total"] for h in full.history]
+
+
+def test_criterion_state_without_the_state_is_a_different_run(tmp_path: Path) -> None:
+    """The state is what makes the resume exact: a fresh criterion state (weight 0) changes the objective."""
+    full = make_stateful_trainer(tmp_path / "full", epochs=3)
+    full.fit()
+    make_stateful_trainer(tmp_path / "cut", epochs=2).fit()
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    del state["criterion"]  # a checkpoint written without it (e.g. before the criterion had state)
+    save_checkpoint(state, tmp_path / "cut" / "old.pt")
+    resumed = make_stateful_trainer(tmp_path / "cut", epochs=3, model_seed=7)
+    result = resumed.fit(resume=tmp_path / "cut" / "old.pt")
+    assert "the checkpoint holds no criterion state" in (tmp_path / "cut" / "train.log").read_text()
+    assert result.history[-1]["total"] != full.history[-1]["total"]
+
+
+def test_criterion_state_is_loaded_strictly(tmp_path: Path) -> None:
+    make_stateful_trainer(tmp_path, epochs=1).fit()
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        make_trainer(tmp_path, epochs=2).fit(resume=tmp_path / "last.pt")  # TinyCriterion has no buffers
+
+    def plain(output: tuple[Tensor, Tensor], batch: ImageSample) -> dict[str, Tensor]:
+        return {"ce": F.cross_entropy(output[1], batch.identity)}
+
+    with pytest.raises(ValueError, match="holds a criterion state"):
+        make_trainer(tmp_path, epochs=2, criterion=plain).fit(resume=tmp_path / "last.pt")
+
+
+def test_stateless_criteria_store_an_empty_state(tmp_path: Path) -> None:
+    def plain(output: tuple[Tensor, Tensor], batch: ImageSample) -> dict[str, Tensor]:
+        return {"ce": F.cross_entropy(output[1], batch.identity)}
+
+    make_trainer(tmp_path / "a", epochs=1, criterion=plain).fit()
+    assert torch.load(tmp_path / "a" / "last.pt", weights_only=True)["criterion"] == {}
+    make_trainer(tmp_path / "a", epochs=2, criterion=plain).fit(resume=tmp_path / "a" / "last.pt")

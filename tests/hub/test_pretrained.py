@@ -35,7 +35,7 @@ from vireid_layers.hub import (
     save_pretrained,
 )
 from vireid_layers.hub import registry as hub_registry
-from vireid_layers.models import AGW, DEEN
+from vireid_layers.models import AGW, DDAG, DEEN, MSO, MPANet
 from vireid_layers.models._pretrained import PretrainedMixin
 
 H, W = 64, 32
@@ -142,6 +142,44 @@ def test_every_model_with_non_default_arguments_round_trips(tmp_path):
     assert config["init"]["backbone"] == "resnet18"
     assert config["init"]["backbone_kwargs"] == {"last_stride": 2, "in_chans": 3}  # from the built backbone
     assert load_config(tmp_path / "1")["preprocess"]["height"] == 288  # AGW's official test size by default
+
+
+def _vgg_state() -> dict[str, torch.Tensor]:
+    """A VGG-16 state dict for MSO's ``vgg_weights`` (a mapping: config.json cannot hold it, the weights can)."""
+    torch.manual_seed(1)
+    return {k: v.clone() for k, v in MSO(2, backbone="resnet18").pef.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: DDAG(3, backbone="resnet18", parts=2, graph_hidden=8, graph_heads=2, iwpa_form="paper"),
+        lambda: MPANet(4, backbone="resnet18", num_parts=3, modality_attention=1, shared_stem=False),
+        lambda: MSO(3, backbone="resnet18", vgg_weights=_vgg_state(), non_local_blocks=(0, 1, 1, 0)),
+    ],
+    ids=["DDAG", "MPANet", "MSO"],
+)
+def test_ddag_mpanet_mso_round_trip(build, tmp_path):
+    torch.manual_seed(0)
+    model = randomized(build())
+    cls = type(model)
+    directory = model.save_pretrained(tmp_path / "model")
+    loaded = cls.from_pretrained(directory)
+    assert type(loaded) is cls and not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    x = images(2)
+    with torch.no_grad():
+        for modality in (0, 1):
+            assert torch.equal(loaded.embed(x, modality), model.embed(x, modality))
+    config = load_config(directory)
+    assert config["model"] == cls.__name__ and config["init"]["pretrained"] is False
+    assert config["embed_dim"] == model.embed_dim
+    if cls is MSO:
+        assert config["init"]["vgg_weights"] is None  # the VGG-16 weights are in model.safetensors
+    assert cls.__name__ in registered_models()
+    with pytest.raises(TypeError, match=f"holds a {cls.__name__}"):
+        DEEN.from_pretrained(directory)
 
 
 def test_compiled_model_is_saved_unwrapped(deen, tmp_path):

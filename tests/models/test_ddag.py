@@ -610,6 +610,44 @@ def test_set_epoch_is_idempotent_and_keeps_the_weight_without_batches() -> None:
     assert "graph_weight=dynamic" in repr(criterion) and "HardTripletLoss(margin=0.3" in repr(criterion)
 
 
+def test_trainer_carries_the_dynamic_weight_across_a_resume(tmp_path: Path) -> None:
+    """Through the engine: the Trainer closes the epochs (set_epoch) and checkpoints the criterion's buffers."""
+    from vireid_layers.engine import Trainer, TrainerConfig
+
+    labels, modalities = torch.arange(4).repeat(2), torch.tensor([0] * 4 + [1] * 4)
+    data = [ImageSample(images(8, 32, 16, seed=s), labels, labels, modalities) for s in range(2)]
+
+    def make(run_dir: Path, epochs: int, seed: int = 0) -> Trainer:
+        torch.manual_seed(seed)
+        model = DDAG(4, backbone=tiny_backbone(), graph_hidden=16)
+        return Trainer(
+            model,
+            DDAGCriterion(),
+            torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9),
+            data,
+            TrainerConfig(device="cpu", run_dir=run_dir, epochs=epochs, progress=False, deterministic=True),
+            forward=lambda m, b: m(b.image, b.modality, labels=b.identity),
+        )
+
+    full = make(tmp_path / "full", 3)
+    full.fit()
+    totals = [h["total"] for h in full.history]
+    assert 0 < full.criterion.graph_weight < 1 and int(full.criterion.epoch) == 2
+
+    make(tmp_path / "cut", 2).fit()
+    state = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert int(state["criterion"]["epoch"]) == 1 and float(state["criterion"]["running_count"]) == 2
+    torch.manual_seed(999)
+    resumed = make(tmp_path / "cut", 3, seed=7)
+    resumed.fit(resume=tmp_path / "cut" / "last.pt")
+    assert resumed.criterion.graph_weight == full.criterion.graph_weight
+    for key, value in full.criterion.state_dict().items():
+        assert torch.equal(value, resumed.criterion.state_dict()[key]), key
+    assert [h["total"] for h in resumed.history] == totals
+    for key, value in full.module.state_dict().items():
+        assert torch.equal(value, resumed.module.state_dict()[key]), key
+
+
 @given(
     perm_seed=st.integers(0, 2**16),
     relabel=st.permutations(range(5)),

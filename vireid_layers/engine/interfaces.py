@@ -6,7 +6,11 @@ inherit from these classes).
 
 * :class:`Criterion`: ``criterion(output, batch) -> {name: scalar}`` and, optionally, ``total(terms)`` (the
   weighted sum that is minimised; default the plain sum) and ``weights`` (each term's weight in that sum,
-  shown on the loss plot).
+  shown on the loss plot); ``set_epoch(epoch)`` (called at the start of every epoch) and
+  ``state_dict()`` / ``load_state_dict(state)`` (saved in and restored from every checkpoint), for a criterion
+  with state, e.g. a loss weight set from the previous epoch's losses and kept in buffers.
+* The model: ``set_epoch(epoch)``, when the unwrapped model defines it, is called at the start of every epoch
+  (e.g. an epoch-dependent momentum). Its state travels in the checkpoint as its ``state_dict()``.
 * :class:`EvaluationResult`: what ``evaluate(model)`` / ``test(model)`` return. Either a mapping of named
   numbers, or an object with ``to_metrics()``; optionally ``summary()`` (one log line), ``format_table()``
   (``results.md`` and the final log), ``as_dict()`` (``results.json``) and ``plot_curves(directory)`` (its
@@ -40,6 +44,13 @@ class Criterion(Protocol):
 
     Optional: ``total(terms) -> Tensor`` (the weighted sum; default ``sum(terms.values())``) and
     ``weights: Mapping[str, float]`` (the weight of every term in that sum; the loss plot shows it).
+
+    A criterion with state (an ``nn.Module`` with buffers, or any object with ``state_dict()`` and
+    ``load_state_dict()``) has ``state_dict()`` saved in every checkpoint under ``"criterion"`` and restored,
+    strictly, on resume, so a resumed run continues with the state the interrupted one had. ``set_epoch(epoch)``,
+    when defined, is called with the 0-based epoch at the start of every epoch, after the learning rate and the
+    sampler are set, and again for the epoch a resumed run continues (mid-epoch too): it must be idempotent for
+    a given epoch. The model's ``set_epoch`` (on the unwrapped module) is called at the same moment.
     """
 
     def __call__(self, output: Any, batch: Any) -> Mapping[str, Tensor]:

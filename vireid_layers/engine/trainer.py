@@ -68,9 +68,12 @@ class Trainer:
     """Train any model with a criterion returning named loss terms.
 
     Args:
-        model: the network (not yet wrapped; the trainer moves it to the device and wraps it for DDP/compile).
+        model: the network (not yet wrapped; the trainer moves it to the device and wraps it for DDP/compile);
+            its ``set_epoch(epoch)``, if defined, is called at the start of every epoch (:meth:`start_epoch`).
         criterion: ``criterion(output, batch) -> {name: scalar tensor}``; the total is ``criterion.total(terms)``
-            if defined, else ``sum(terms.values())``; a ``weights`` mapping, when present, labels the loss plot
+            if defined, else ``sum(terms.values())``; a ``weights`` mapping, when present, labels the loss plot;
+            its ``state_dict()`` (an ``nn.Module``'s buffers) is checkpointed and restored, and its
+            ``set_epoch(epoch)`` called at the start of every epoch, when it has them
             (:class:`~vireid_layers.engine.interfaces.Criterion`).
         optimizer: the optimizer over ``model``'s parameters. Each group's ``base_lr`` (default: its ``lr`` at
             construction) is multiplied by ``schedule(epoch)`` at the start of every epoch.
@@ -193,7 +196,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: model, optimizer, scaler, schedule epoch, sampler and RNGs.
+        """Everything needed to continue exactly: model, criterion, optimizer, scaler, schedule epoch, sampler, RNGs.
+
+        ``criterion`` holds ``criterion.state_dict()`` when the criterion has one and it is not empty (a stateful
+        criterion, e.g. a loss weight that depends on the previous epoch, kept in buffers), else ``{}``.
 
         Mid-epoch (``checkpoint_every_steps``) the state also holds the steps consumed in the epoch and the running
         sums of its logged values, and the sampler position is the number of batches the loop has consumed (a
@@ -210,6 +216,7 @@ class Trainer:
             "epoch_sums": dict(self._epoch_sums),
             "global_step": self.global_step,
             "model": strip_prefixes(self.module.state_dict()),
+            "criterion": self._criterion_state(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {"epoch": self.epoch, "lr": [g["lr"] for g in self.optimizer.param_groups]},
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
@@ -226,6 +233,7 @@ class Trainer:
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r}; expected {CHECKPOINT_FORMAT}")
         self.module.load_state_dict(strip_prefixes(state["model"]))
+        self._load_criterion_state(state.get("criterion"))
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -239,6 +247,26 @@ class Trainer:
         self.best_epoch = state["best"]["epoch"]
         self.history = list(state["history"])
         restore_rng_state(state["rng"])
+
+    def _criterion_state(self) -> dict[str, Any]:
+        """``criterion.state_dict()`` when the criterion defines one (an ``nn.Module`` does), else ``{}``."""
+        state_dict = getattr(self.criterion, "state_dict", None)
+        return dict(state_dict()) if callable(state_dict) else {}
+
+    def _load_criterion_state(self, state: Mapping[str, Any] | None) -> None:
+        """Restore :meth:`_criterion_state` strictly; ``None`` (a checkpoint without it) keeps the current one."""
+        load = getattr(self.criterion, "load_state_dict", None)
+        if state is None:
+            if self._criterion_state():
+                self.run.log("warning: the checkpoint holds no criterion state; the criterion keeps its own")
+            return
+        if state and not callable(load):
+            raise ValueError(
+                f"the checkpoint holds a criterion state ({sorted(state)}) but `criterion` "
+                f"({type(self.criterion).__name__}) has no load_state_dict()"
+            )
+        if callable(load) and (state or self._criterion_state()):
+            load(state)
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> Path | None:
         """Write :meth:`state_dict` atomically (rank 0 only; other ranks return ``None``)."""
@@ -311,11 +339,26 @@ class Trainer:
         out["grad_norm"] = grad_norm
         return out
 
-    def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch and return the mean of every logged quantity."""
+    def start_epoch(self, epoch: int) -> float:
+        """Prepare epoch ``epoch``: set the learning rates, then call ``set_epoch(epoch)`` on every collaborator.
+
+        The sampler, the criterion and the (unwrapped) model are told the epoch when they define ``set_epoch``
+        (:mod:`~vireid_layers.engine.interfaces`). It runs at the start of every epoch, including the epoch a
+        resumed run continues (mid-epoch too), so ``set_epoch`` must be idempotent for a given epoch.
+
+        Returns:
+            The learning-rate factor of the schedule.
+        """
         factor = self._set_lr(epoch)
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+        for part in (self.sampler, self.criterion, self.module):
+            set_epoch = getattr(part, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+        return factor
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        """Train one epoch (after :meth:`start_epoch`) and return the mean of every logged quantity."""
+        factor = self.start_epoch(epoch)
         self.model.train()
         sums, count = dict(self._epoch_sums), self._step_in_epoch  # non-empty when resumed mid-epoch
         start = time.perf_counter()

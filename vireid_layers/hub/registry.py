@@ -47,8 +47,8 @@ def registered_models() -> dict[str, type[nn.Module]]:
 
     Examples:
         >>> from vireid_layers.hub import registered_models
-        >>> sorted(registered_models())[:2]
-        ['AGW', 'DEEN']
+        >>> sorted(registered_models())
+        ['AGW', 'DDAG', 'DEEN', 'MPANet', 'MSO']
     """
     return {**_builtin(), **_REGISTERED}
 
@@ -154,7 +154,8 @@ def _backbone_arguments(arguments: dict[str, Any]) -> None:
 def model_config(model: nn.Module) -> dict[str, Any]:
     """The ``"model"`` and ``"init"`` entries of ``config.json``: the class name and its constructor arguments.
 
-    ``pretrained`` becomes ``False`` (the weights come from ``model.safetensors``); a backbone passed as a
+    ``pretrained`` becomes ``False`` (the weights come from ``model.safetensors``), and so does every argument
+    of the class's ``weight_arguments`` (e.g. MSO's ``vgg_weights`` becomes ``None``); a backbone passed as a
     built :class:`~vireid_layers.TwoStreamBackbone` becomes its timm name with its ``last_stride`` and
     ``in_chans``. The configuration is checked by rebuilding the model on the ``meta`` device (no memory, no
     download) and comparing every state-dict key and shape.
@@ -179,8 +180,9 @@ def model_config(model: nn.Module) -> dict[str, Any]:
     name = _name_of(model)
     arguments = model.init_arguments  # type: ignore[operator]
     _backbone_arguments(arguments)
-    if "pretrained" in arguments:
-        arguments["pretrained"] = False
+    for key, value in getattr(model, "weight_arguments", {"pretrained": False}).items():
+        if key in arguments:  # the weights are in model.safetensors: the rebuilt model must not fetch them
+            arguments[key] = value
     init = {key: _jsonable(value, repr(key)) for key, value in arguments.items()}
     for key in init:
         if key.startswith("*"):

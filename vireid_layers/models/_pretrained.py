@@ -6,7 +6,7 @@ import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = ["PretrainedMixin"]
 
@@ -25,7 +25,14 @@ class PretrainedMixin:
 
     The methods are thin forwards to :mod:`vireid_layers.hub` (imported when called, so that ``models`` does
     not depend on it).
+
+    Attributes:
+        weight_arguments: the constructor arguments that only say where initial weights come from (a pretrained
+            backbone, a frozen auxiliary network), each with the value ``config.json`` records instead: the saved
+            ``model.safetensors`` holds those weights, so the rebuilt model must not fetch them again.
     """
+
+    weight_arguments: ClassVar[Mapping[str, Any]] = {"pretrained": False}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         self = super().__new__(cls)

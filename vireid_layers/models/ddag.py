@@ -9,12 +9,14 @@ from typing import Any, Literal, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice, check_int, check_labels
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.cgsa import CGSA
 from ..layers.iwpa import IWPA, IWPAForm
 from ..modality import Modality
 from ._assembly import bn_neck_head, embed_with_flip, reset_bn_neck_head, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["DDAG", "DDAGFeature", "DDAGOutput"]
 
@@ -59,15 +61,12 @@ class DDAGOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # The engine re-exports the collective; imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return DDAGOutput(*(None if t is None else all_gather_cat(t) for t in self))
 
 
-class DDAG(nn.Module):
+class DDAG(PretrainedMixin, nn.Module):
     r"""The DDAG network: two-stream backbone, BN neck, IWPA on the last map, CGSA over the batch, one classifier.
 
     The official network of :cite:`ye2020ddag` built from :class:`~vireid_layers.TwoStreamBackbone`,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_int, check_modalities, check_probability
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.mam import MAM
@@ -18,6 +19,7 @@ from ..layers.pam import PAM
 from ..losses.modality_learning import ModalityClassifiers, mean_classifier_momentum
 from ..modality import Modality
 from ._assembly import embed_with_flip, resolve_backbone
+from ._pretrained import PretrainedMixin
 
 __all__ = ["MPANet", "MPANetOutput"]
 
@@ -89,15 +91,12 @@ class MPANetOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # The engine re-exports the collective; imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return MPANetOutput(*(all_gather_cat(t) for t in self))
 
 
-class MPANet(nn.Module):
+class MPANet(PretrainedMixin, nn.Module):
     r"""The MPANet network: backbone with MAM after its last two stages, PAM, BN neck and three classifiers.
 
     The official network of :cite:`wu2021mpanet` built from :class:`~vireid_layers.TwoStreamBackbone`,

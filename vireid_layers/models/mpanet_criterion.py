@@ -118,7 +118,7 @@ class MPANetCriterion(nn.Module):
         self.lambda_separation = float(lambda_separation)
         self.lambda_specific = float(lambda_specific)
         self.lambda_mutual_mean = float(lambda_mutual_mean)
-        self.center_cluster = CenterClusterLoss(margin, anchors=anchors)
+        self.center_cluster = CenterClusterLoss(margin=margin, anchors=anchors)
         self.separation = SeparationLoss()
         self.mutual_mean = MutualMeanLoss(direction=mutual_mean)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._distributed import all_gather_cat, distributed_info
 from .._validation import check_choice
 from ..backbones.two_stream import TwoStreamBackbone
 from ..layers.non_local import NonLocalForm
@@ -17,6 +18,7 @@ from ..layers.sobel import SobelCombine
 from ..losses.pef import PEFBlockOutput, PEFEntry, PEFLoss
 from ..modality import Modality
 from ._assembly import embed_with_flip, reset_bn_neck_head
+from ._pretrained import PretrainedMixin
 from .agw import AGW
 
 __all__ = ["MSO", "MSOFeature", "MSOOutput", "VGGWeights"]
@@ -65,9 +67,6 @@ class MSOOutput(NamedTuple):
             >>> out.gather() is out  # a single process
             True
         """
-        # Imported here so that importing the models never loads the engine.
-        from ..engine.distributed import all_gather_cat, distributed_info
-
         if distributed_info()[1] == 1:
             return self
         return MSOOutput(
@@ -87,7 +86,7 @@ def _resolve_vgg_weights(weights: object) -> object:
     return weights
 
 
-class MSO(nn.Module):
+class MSO(PretrainedMixin, nn.Module):
     r"""The MSO network: the two-stream AGW network plus the perceptual edge features loss on its stems.
 
     MSO :cite:`gao2021mso` (no official code exists) trains the cross-modality AGW network
@@ -173,6 +172,9 @@ class MSO(nn.Module):
         ...     model.embed(images, modalities).shape, model.embed(images, 1, mode="pool").shape
         (torch.Size([4, 512]), torch.Size([4, 512]))
     """
+
+    #: ``config.json`` records neither the backbone's nor the VGG-16's source: ``model.safetensors`` holds both.
+    weight_arguments: ClassVar[Mapping[str, Any]] = {"pretrained": False, "vgg_weights": None}
 
     def __init__(
         self,
