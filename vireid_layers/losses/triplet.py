@@ -37,7 +37,8 @@ def hard_triplet_loss(
     :math:`2N` mined distances are recomputed, as norms of row differences, by one autograd node with its
     backward pass written out: :math:`O(ND)` backward cost instead of the :math:`O(N^2 D)` of differentiating
     the matrix, and one ``index_add`` instead of autograd's gather and norm backward (the measured speed is in
-    ``benchmarks/results/``). The mined indices are constants of the backward pass, which gives the official gradient up to ties.
+    ``benchmarks/results/``). The mined indices are constants of the backward pass, which gives the official
+    gradient up to ties.
     What it costs: the loss is differentiable once (with ``create_graph=True`` its gradient carries no graph,
     so no second derivative), and it keeps the :math:`2N \times D` row differences for the backward pass, as
     autograd kept the gathered rows.
