@@ -183,7 +183,7 @@ def _gem_module() -> tuple[Callable[..., Any], tuple[Any, ...]]:
 
 
 def _gem_function() -> tuple[Callable[..., Any], tuple[Any, ...]]:
-    return (lambda x: gem(x, 3.0)), (_rand(4, 8, 6, 3, low=0.1),)
+    return (lambda x: gem(x, p=3.0)), (_rand(4, 8, 6, 3, low=0.1),)
 
 
 def _iwpa(form: str) -> Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]]:
@@ -264,7 +264,7 @@ def _cmcc(module: bool) -> Callable[[], tuple[Callable[..., Any], tuple[Any, ...
 def _cpm(module: bool, form: str = "official") -> Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]]:
     def build() -> tuple[Callable[..., Any], tuple[Any, ...]]:
         labels, modalities = _official_batch(3, 2)
-        fn = CPMLoss(0.2, form=form) if module else (lambda o, g, y, m: cpm_loss(o, g, y, m, form=form))
+        fn = CPMLoss(margin=0.2, form=form) if module else (lambda o, g, y, m: cpm_loss(o, g, y, m, form=form))
         return fn, (_randn(12, 16), _randn(2, 12, 16, seed=5), labels, modalities)
 
     return build
@@ -282,7 +282,7 @@ def _graph_loss(module: bool) -> Callable[[], tuple[Callable[..., Any], tuple[An
 def _triplet(module: bool) -> Callable[[], tuple[Callable[..., Any], tuple[Any, ...]]]:
     def build() -> tuple[Callable[..., Any], tuple[Any, ...]]:
         x, labels, _ = _loss_inputs()
-        return (HardTripletLoss(0.3) if module else hard_triplet_loss), (x, labels)
+        return (HardTripletLoss(margin=0.3) if module else hard_triplet_loss), (x, labels)
 
     return build
 
