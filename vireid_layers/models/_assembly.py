@@ -44,7 +44,12 @@ def embed_with_flip(
     """``embed(images, modalities)``, plus (``flip``) the embedding of the horizontally flipped images.
 
     Both halves go through one forward pass; the sum is not re-normalised (DEEN's ``test.py``).
+
+    Raises:
+        TypeError: ``flip`` is not a bool.
     """
+    if not isinstance(flip, bool):
+        raise TypeError(f"`flip` must be a bool, got {type(flip).__name__} {flip!r}")
     if not flip:
         return embed(images, modalities)
     images = check_shape(images, "images", "(N, C, H, W)", 4)

@@ -298,8 +298,6 @@ class AGW(PretrainedMixin, nn.Module):
             :math:`(N, D)` embeddings.
         """
         mode = check_choice(mode, "mode", _FEATURES)
-        if not isinstance(flip, bool):
-            raise TypeError(f"`flip` must be a bool, got {type(flip).__name__} {flip!r}")
         return embed_with_flip(lambda x, m: self._embed(x, m, mode), images, modalities, flip)
 
     def _embed(self, images: Tensor, modalities: Tensor | int | Modality, mode: str) -> Tensor:

@@ -318,8 +318,6 @@ class DEEN(PretrainedMixin, nn.Module):
             :math:`(N, D)` for ``"plain"``, :math:`(N, 2(1 + K), D)` for ``"official"``.
         """
         mode = check_choice(mode, "mode", _MODES)
-        if not isinstance(flip, bool):
-            raise TypeError(f"`flip` must be a bool, got {type(flip).__name__} {flip!r}")
         return embed_with_flip(lambda x, m: self._embed(x, m, mode), images, modalities, flip)
 
     def _embed(self, images: Tensor, modalities: Tensor | int | Modality, mode: str) -> Tensor:

@@ -337,9 +337,8 @@ class MPANet(PretrainedMixin, nn.Module):
         Returns:
             :math:`(N, (l + 1) C)` embeddings.
         """
-        for value, name in ((normalize, "normalize"), (flip, "flip")):
-            if not isinstance(value, bool):
-                raise TypeError(f"`{name}` must be a bool, got {type(value).__name__} {value!r}")
+        if not isinstance(normalize, bool):
+            raise TypeError(f"`normalize` must be a bool, got {type(normalize).__name__} {normalize!r}")
         return embed_with_flip(lambda x, m: self._embed(x, m, normalize), images, modalities, flip)
 
     def _embed(self, images: Tensor, modalities: Tensor | int | Modality, normalize: bool) -> Tensor:
