@@ -371,17 +371,31 @@ class MPANet(PretrainedMixin, nn.Module):
         """Rename the official ``Baseline`` keys (DoubtedSteam/MPANet) to this module's, in place."""
         sd: Any = state_dict
         for key in [k for k in sd if k.startswith(prefix)]:
-            local = key[len(prefix) :]
-            if match := _OFFICIAL_STEM.fullmatch(local):
+            renamed = _official_key_names(key[len(prefix) :])
+            if renamed != (key[len(prefix) :],):
                 value = sd.pop(key)
-                for stem in ("visible_stem", "infrared_stem"):
-                    sd[f"{prefix}backbone.{stem}.{match[1]}"] = value
-            elif match := _OFFICIAL_LAYER.fullmatch(local):
-                sd[f"{prefix}backbone.stages.{int(match[1]) - 1}.{match[2]}"] = sd.pop(key)
-            elif match := _OFFICIAL_MAM.fullmatch(local):
-                sd[f"{prefix}mam.{match[1]}.{match[2]}"] = sd.pop(key)
-            else:
-                for old, new in _OFFICIAL_HEADS.items():
-                    if local.startswith(old):
-                        sd[f"{prefix}{new}{local[len(old) :]}"] = sd.pop(key)
-                        break
+                for new in renamed:
+                    sd[prefix + new] = value
+
+
+def _official_key_names(key: str) -> tuple[str, ...]:
+    """The :class:`MPANet` key(s) of an official ``Baseline`` key; ``(key,)`` for any other key.
+
+    The one place of the official MPANet renaming, used by the load pre-hook of :class:`MPANet` and by
+    :func:`vireid_layers.compat.convert_official_mpanet_state_dict`. ``backbone.{conv1,bn1}.*`` (the one stem of
+    the official one-stream network) gives two keys, one per stem; ``backbone.layer{i}.*`` becomes
+    ``backbone.stages.{i-1}.*``, ``backbone.MAM{i}.*`` ``mam.{i}.*``, and the heads are renamed by prefix
+    (``spatial_attention`` -> ``pam.spatial_attention``, the four modality classifiers ->
+    ``modality_classifiers.*``, ``bn_neck`` -> ``neck``). The sub-keys of MAM, PAM and the modality classifiers
+    keep their official names: those blocks' own load hooks rename them.
+    """
+    if match := _OFFICIAL_STEM.fullmatch(key):
+        return tuple(f"backbone.{stem}.{match[1]}" for stem in ("visible_stem", "infrared_stem"))
+    if match := _OFFICIAL_LAYER.fullmatch(key):
+        return (f"backbone.stages.{int(match[1]) - 1}.{match[2]}",)
+    if match := _OFFICIAL_MAM.fullmatch(key):
+        return (f"mam.{match[1]}.{match[2]}",)
+    for old, new in _OFFICIAL_HEADS.items():
+        if key.startswith(old):
+            return (new + key[len(old) :],)
+    return (key,)
