@@ -18,11 +18,11 @@ import socket
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
+from official_networks import OfficialDDAG, official_adjacency
 from strategies import loop_distance_matrix
 from torch import Tensor, nn
 
@@ -97,122 +97,6 @@ def tiny_ddag(num_classes: int = 5, seed: int = 0, **kwargs: object) -> DDAG:
 
 
 # ---------------------------------------------------------------------------------------- the official network
-
-
-class OfficialIWPA(nn.Module):
-    """The official ``IWPA`` forward, literally (``t = 1``): part pooling, unscaled attention, softmax gate, BN."""
-
-    def __init__(self, channels: int, part: int = 3) -> None:
-        super().__init__()
-        self.fc1 = nn.Sequential(nn.Conv2d(channels, channels, 1))  # the one-element Sequential of the code
-        self.fc2 = nn.Conv2d(channels, channels, 1)
-        self.fc3 = nn.Conv2d(channels, channels, 1)
-        self.W = nn.Sequential(nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels))  # never called
-        self.bottleneck = nn.BatchNorm1d(channels)
-        self.gate = nn.Parameter(torch.full((part,), 1.0 / part))
-
-    def forward(self, x: Tensor, feat: Tensor, t: int, part: int) -> Tensor:
-        b, c = x.shape[:2]
-        parts = F.adaptive_avg_pool2d(x, (part, 1)).view(b, c, 1, part)
-        query = self.fc1(parts).view(b, c, -1).permute(0, 2, 1)  # (b, p, c)
-        key = self.fc2(parts).view(b, c, -1)  # (b, c, p)
-        value = self.fc3(parts).view(b, c, -1).permute(0, 2, 1)  # (b, p, c)
-        attention = F.softmax(torch.matmul(query, key), dim=-1)
-        refined = torch.matmul(attention, value).permute(0, 2, 1)  # (b, c, p)
-        weights = F.softmax(self.gate, dim=0)
-        aggregated = torch.zeros(b, c, dtype=x.dtype)
-        for i in range(part):
-            aggregated = aggregated + weights[i] * refined[:, :, i]
-        _ = F.adaptive_avg_pool2d(x, 1)  # computed and discarded by the official code
-        return self.bottleneck(aggregated + feat)
-
-
-class OfficialGAT(nn.Module):
-    """pyGAT's ``GraphAttentionLayer`` as DDAG uses it: the (N, N, 2d) pair tensor, -9e15 masking, dim-1 softmax."""
-
-    def __init__(self, fin: int, fout: int, dropout: float, alpha: float, concat: bool) -> None:
-        super().__init__()
-        self.fout, self.dropout, self.alpha, self.concat = fout, dropout, alpha, concat
-        self.W = nn.Parameter(torch.empty(fin, fout))
-        self.a = nn.Parameter(torch.empty(2 * fout, 1))
-        nn.init.xavier_uniform_(self.W, gain=1.414)
-        nn.init.xavier_uniform_(self.a, gain=1.414)
-
-    def forward(self, x: Tensor, adj: Tensor) -> Tensor:
-        h = torch.mm(x, self.W)
-        n = h.size(0)
-        pairs = torch.cat([h.repeat(1, n).view(n * n, -1), h.repeat(n, 1)], dim=1).view(n, -1, 2 * self.fout)
-        e = F.leaky_relu(torch.matmul(pairs, self.a).squeeze(2), self.alpha)
-        attention = torch.where(adj > 0, e, -9e15 * torch.ones_like(e))
-        attention = F.dropout(F.softmax(attention, dim=1), self.dropout, training=self.training)
-        h_prime = torch.matmul(attention, h)
-        return F.elu(h_prime) if self.concat else h_prime
-
-
-class _Holder(nn.Module):
-    """``visible_module.visible`` / ``thermal_module.thermal`` / ``base_resnet.base``: one full ResNet each."""
-
-    def __init__(self, name: str, arch: str) -> None:
-        super().__init__()
-        net = timm.create_model(arch, num_classes=0)
-        block = net.layer4[0]  # last_conv_stride=1: the stride sits on conv2 (Bottleneck) or conv1 (BasicBlock)
-        strided = block.conv2 if hasattr(block, "conv3") else block.conv1
-        strided.stride = block.downsample[0].stride = (1, 1)
-        self.add_module(name, net)
-
-
-class OfficialDDAG(nn.Module):
-    """The official ``embed_net`` with ``wpa=True``: training returns 4 outputs, evaluation the 2 test features."""
-
-    def __init__(self, arch: str, n_class: int, low_dim: int, drop: float, part: int = 3, nheads: int = 4) -> None:
-        super().__init__()
-        self.thermal_module = _Holder("thermal", arch)
-        self.visible_module = _Holder("visible", arch)
-        self.base_resnet = _Holder("base", arch)
-        dim = self.base_resnet.base.num_features
-        self.drop, self.part = drop, part
-        self.bottleneck = nn.BatchNorm1d(dim)
-        self.bottleneck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(dim, n_class, bias=False)
-        self.classifier1 = nn.Linear(dim, n_class, bias=False)  # dead
-        self.classifier2 = nn.Linear(dim, n_class, bias=False)  # dead
-        self.wpa = OfficialIWPA(dim, part)
-        self.attentions = [OfficialGAT(dim, low_dim, drop, 0.2, True) for _ in range(nheads)]
-        for i, attention in enumerate(self.attentions):
-            self.add_module(f"attention_{i}", attention)
-        self.out_att = OfficialGAT(low_dim * nheads, n_class, drop, 0.2, False)
-
-    @staticmethod
-    def stem(net: nn.Module, x: Tensor) -> Tensor:
-        return net.maxpool(net.act1(net.bn1(net.conv1(x))))
-
-    def forward(self, x1: Tensor, x2: Tensor, adj: Tensor | int, modal: int = 0) -> tuple[Tensor, ...]:
-        if modal == 0:
-            x = torch.cat((self.stem(self.visible_module.visible, x1), self.stem(self.thermal_module.thermal, x2)), 0)
-        elif modal == 1:
-            x = self.stem(self.visible_module.visible, x1)
-        else:
-            x = self.stem(self.thermal_module.thermal, x2)
-        base = self.base_resnet.base
-        x = base.layer4(base.layer3(base.layer2(base.layer1(x))))
-        x_pool = F.adaptive_avg_pool2d(x, 1).view(x.size(0), x.size(1))
-        feat = self.bottleneck(x_pool)
-        if self.training:
-            x_g = F.dropout(x_pool, self.drop, training=self.training)
-            x_g = torch.cat([att(x_g, adj) for att in self.attentions], dim=1)
-            x_g = F.dropout(x_g, self.drop, training=self.training)
-            x_g = F.elu(self.out_att(x_g, adj))
-        feat_att = self.wpa(x, feat, 1, self.part)
-        if self.training:
-            return x_pool, self.classifier(feat), self.classifier(feat_att), F.log_softmax(x_g, dim=1)
-        return F.normalize(feat, p=2, dim=1), F.normalize(feat_att, p=2, dim=1)
-
-
-def official_adjacency(labels: Tensor, n_class: int) -> Tensor:
-    """As ``train_ddag.py``: one-hot rows of an identity matrix, A = L L^T + I, each row L2-normalised."""
-    one_hot = torch.index_select(torch.eye(n_class, dtype=F64), 0, labels)
-    adj = torch.mm(one_hot, one_hot.t()) + torch.eye(len(labels), dtype=F64)
-    return adj / adj.pow(2).sum(1, keepdim=True).pow(0.5)
 
 
 _STEMS = {"visible_module.visible.": "backbone.visible_stem.", "thermal_module.thermal.": "backbone.infrared_stem."}

@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 
 import pytest
-import timm
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from official_checkpoints import build_state_dict, mpanet_layout
+from official_networks import OfficialMPANet
 from torch import Tensor, nn
 
 from vireid_layers import Modality
@@ -44,85 +44,6 @@ def sample(labels: Tensor, modalities: Tensor) -> ImageSample:
 
 
 # ---------------------------------------------------------------------------------------- official network
-
-
-class OfficialMAM(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.channel_attention = nn.Sequential(
-            nn.Conv2d(c, c // 16, 1, bias=False), nn.ReLU(), nn.Conv2d(c // 16, c, 1, bias=False), nn.Sigmoid()
-        )
-        self.IN = nn.InstanceNorm2d(c, track_running_stats=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        mask = self.channel_attention(F.adaptive_avg_pool2d(x, 1))
-        return x * mask + self.IN(x) * (1 - mask)
-
-
-class OfficialMPANet(nn.Module):
-    """The official ``Baseline`` (SYSU config) on a timm ResNet, written from the reference notes."""
-
-    def __init__(self, name: str, num_classes: int, num_parts: int = 6, update_rate: float = 0.2) -> None:
-        super().__init__()
-        backbone = timm.create_model(name, num_classes=0)
-        block = backbone.layer4[0]
-        for conv in (getattr(block, "conv2", None) if hasattr(block, "conv3") else block.conv1, block.downsample[0]):
-            conv.stride = (1, 1)
-        c3, c4 = backbone.layer3[-1].bn2.num_features, backbone.num_features
-        if hasattr(backbone.layer3[-1], "bn3"):
-            c3 = backbone.layer3[-1].bn3.num_features
-        backbone.MAM3, backbone.MAM4 = OfficialMAM(c3), OfficialMAM(c4)
-        self.backbone = backbone
-        self.num_parts, self.update_rate = num_parts, update_rate
-        self.spatial_attention = nn.Conv2d(c4, num_parts, 1)
-        nn.init.zeros_(self.spatial_attention.bias)
-        dim = c4 * (num_parts + 1)
-        self.visible_classifier = nn.Linear(dim, num_classes, bias=False)
-        self.infrared_classifier = nn.Linear(dim, num_classes, bias=False)
-        self.visible_classifier_ = nn.Linear(dim, num_classes, bias=False)
-        self.visible_classifier_.weight = nn.Parameter(self.visible_classifier.weight.data, requires_grad=False)
-        self.infrared_classifier_ = nn.Linear(dim, num_classes, bias=False)
-        self.infrared_classifier_.weight = nn.Parameter(self.infrared_classifier.weight.data, requires_grad=False)
-        self.bn_neck = nn.BatchNorm1d(dim)
-        self.bn_neck.bias.requires_grad_(False)
-        self.classifier = nn.Linear(dim, num_classes, bias=False)
-
-    def maps(self, x: Tensor) -> Tensor:
-        b = self.backbone
-        x = b.maxpool(b.act1(b.bn1(b.conv1(x))))
-        x = b.MAM3(b.layer3(b.layer2(b.layer1(x))))
-        return b.MAM4(b.layer4(x))
-
-    def features(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        fmap = self.maps(x)
-        masks = torch.sigmoid(self.spatial_attention(fmap))
-        parts = [(masks[:, k : k + 1] * fmap).mean(dim=(2, 3)) for k in range(self.num_parts)]
-        return torch.cat([*parts, fmap.mean(dim=(2, 3))], dim=1), masks
-
-    def forward(self, x: Tensor, cam_ids: Tensor) -> tuple[Tensor, ...]:
-        feats, masks = self.features(x)
-        neck = self.bn_neck(feats)
-        if not self.training:
-            return (neck,)
-        ir = (cam_ids == 3) | (cam_ids == 6)
-        r = self.update_rate
-        with torch.no_grad():
-            self.visible_classifier_.weight.data = (1 - r) * self.visible_classifier_.weight.data + r * (
-                self.visible_classifier.weight.data
-            )
-            self.infrared_classifier_.weight.data = (1 - r) * self.infrared_classifier_.weight.data + r * (
-                self.infrared_classifier.weight.data
-            )
-        own = torch.empty(x.shape[0], self.classifier.out_features, dtype=x.dtype)
-        mean = torch.empty_like(own)
-        for i in range(x.shape[0]):
-            if ir[i]:
-                own[i] = self.infrared_classifier(neck[i])
-                mean[i] = self.visible_classifier_(neck[i]).detach()
-            else:
-                own[i] = self.visible_classifier(neck[i])
-                mean[i] = self.infrared_classifier_(neck[i]).detach()
-        return feats, neck, self.classifier(neck), masks, own, mean
 
 
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
