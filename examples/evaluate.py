@@ -1,14 +1,22 @@
-"""Evaluate a checkpoint (ours or the official DEEN one) on a dataset and protocol, and print the results table.
+"""Evaluate a checkpoint (ours or an official one) on a dataset and protocol, and print the results table.
 
 Checkpoints:
 
 * ``last.pt`` / ``best.pt`` written by a training run (the ``"model"`` entry is used), or a bare state dict of
-  :class:`~vireid_layers.models.DEEN` / :class:`~vireid_layers.models.AGW`. When the checkpoint sits in a run
-  directory, its ``config.json`` gives the recipe and its configuration (backbone, variant, forms, image size,
-  dataset, protocol, feature); every command-line option overrides it.
-* an official DEEN checkpoint (``--official``), loaded through :func:`vireid_layers.compat.load_official_deen`
-  into a ResNet-50 DEEN with the official MFA; its number of classes is the dataset's number of training
-  identities. Without the flag, a file with the official ``base_resnet.`` keys is refused with that hint.
+  one of the recipes' models (:class:`~vireid_layers.models.DEEN`, :class:`~vireid_layers.models.AGW`, ...).
+  When the checkpoint sits in a run directory, its ``config.json`` gives the recipe and its configuration
+  (backbone, variant, forms, image size, dataset, protocol, feature); every command-line option overrides it.
+* an official checkpoint of DEEN, AGW, DDAG or MPANet (``--official``): the ``*_best.t`` files of the DEEN,
+  AGW and DDAG training scripts (and AGW's periodic ``*_epoch_{n}.t``), MPANet's ``model_best.pth`` and periodic
+  ``{prefix}_model_{n}.pth``. The network is ``--model``, else detected from the keys
+  (:func:`vireid_layers.compat.detect_official_model`; a file with the keys of several networks is refused:
+  name it with ``--model``). The file is read with ``weights_only=True`` (the NumPy metrics next to the
+  weights allowed) and loaded strictly through :func:`~vireid_layers.compat.load_official_deen`,
+  :func:`~vireid_layers.compat.load_official_agw`, :func:`~vireid_layers.compat.load_official_ddag` or
+  :func:`~vireid_layers.compat.load_official_mpanet` into the recipe's ResNet-50 model, whose number of classes
+  is read from the official classifier. Unless ``--variant`` says otherwise, a RegDB DEEN file (DEE on 512
+  channels) gives the ``regdb`` variant and an AGW file without non-local blocks (``--method base``) the
+  ``base`` variant. Without the flag, a file in an official key layout is refused with that hint.
 
 The model and the evaluation are built by the run's recipe (:mod:`vireid_layers.recipes`). The number of classes
 of our checkpoints is read from the classifier's weight. ``--json PATH`` writes every trial's numbers.
@@ -16,8 +24,11 @@ of our checkpoints is read from the classifier's weight. ``--json PATH`` writes 
 The table states every setting of the evaluation (dataset, protocol and mode, direction, trials and gallery seeds,
 shots, feature, flip, re-ranking and its parameters, distance, checkpoint selection). With ``--flip`` or
 ``--rerank`` it prints the plain row beside the modified one. The checkpoint selection is ``--selection``, else
-read from the run: ``best.pt`` was selected on the run's ``select_on``, ``last.pt`` is the last epoch, an official
-DEEN checkpoint was selected on the test set (the official code keeps the best test Rank-1).
+read from the run: ``best.pt`` was selected on the run's ``select_on``, ``last.pt`` is the last epoch. An official
+checkpoint states its script's rule: every official best file was selected on the test set (DEEN: the best Rank-1
+of the fused six-feature distance, checked every epoch; AGW: of the BN "fc" feature, every 2nd epoch; DDAG: of the
+IWPA attention feature, every 2nd epoch; MPANet ``model_best.pth``: every 5th epoch after epoch 115), while AGW's
+``*_epoch_{n}.t`` and MPANet's ``{prefix}_model_{n}.pth`` are periodic files of epoch ``n`` (no selection).
 
 * ``--compare SPEC [SPEC ...]``: evaluate the checkpoint under several settings and print them side by side. A
   SPEC is ``plain`` or settings joined by ``+``: ``flip`` (``flip=sum`` / ``flip=mean``), ``rerank`` (with
@@ -35,6 +46,9 @@ Examples::
     python examples/evaluate.py runs/deen-synthetic-seed0/last.pt
     python examples/evaluate.py runs/agw-sysu-seed0/best.pt --root /data/SYSU-MM01 --mode indoor --flip
     python examples/evaluate.py sysu_deen_p4_n6_lr_0.1_seed_0_best.t --official --dataset sysu --root /data/SYSU-MM01
+    python examples/evaluate.py sysu_agw_p4_n8_lr_0.1_seed_0_best.t --official --dataset sysu --root /data/SYSU-MM01
+    python examples/evaluate.py sysu_G_P_3_drop_0.2_4_8_lr_0.1_seed_0_best.t --official --dataset sysu --root /data/SYSU
+    python examples/evaluate.py model_best.pth --official --model mpanet --dataset sysu --root /data/SYSU-MM01
     python examples/evaluate.py regdb_trial3.pt --model agw --dataset regdb --root /data/RegDB --trial 3 --json out.json
     python examples/evaluate.py runs/deen-synthetic-seed0/last.pt --compare plain flip rerank flip+rerank
     python examples/evaluate.py runs/deen-synthetic-seed0/last.pt --figures ranked_lists embedding_map
@@ -47,6 +61,7 @@ import argparse
 import dataclasses
 import json
 import pickle
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -56,7 +71,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vireid_layers.compat import load_official_deen
+from vireid_layers.compat import (
+    detect_official_model,
+    load_official_agw,
+    load_official_ddag,
+    load_official_deen,
+    load_official_mpanet,
+    read_official_checkpoint,
+)
 from vireid_layers.data import ImagePreprocessor, VIReIDDataset
 from vireid_layers.engine import load_checkpoint, strip_prefixes
 from vireid_layers.evaluation import ProtocolEvaluator, ProtocolResult, format_comparison, negative_cosine_similarity
@@ -68,6 +90,28 @@ FIGURES = ("ranked_lists", "embedding_map", "distance_histograms", "activation_m
 #: What --selection may state: validation identities, the test set, the last epoch.
 SELECTIONS = ("val", "test", "last")
 
+#: The networks whose official checkpoints --official loads (recipe name -> loader of vireid_layers.compat).
+OFFICIAL_LOADERS = {
+    "deen": load_official_deen,
+    "agw": load_official_agw,
+    "ddag": load_official_ddag,
+    "mpanet": load_official_mpanet,
+}
+OFFICIAL_NAMES = {"deen": "DEEN", "agw": "AGW", "ddag": "DDAG", "mpanet": "MPANet"}
+#: How each official training script chose the file it saved (official_checkpoints.md §3.1, §4.1, §5.1, §6.1).
+OFFICIAL_SELECTION = {
+    "deen": "test set: the official DEEN train.py keeps the best Rank-1 of the fused six-feature distance on the test "
+    "set (gallery trial 0), checked every epoch",
+    "agw": "test set: the official AGW train.py keeps the best Rank-1 of the BN (fc) feature on the test set, "
+    "checked every 2nd epoch",
+    "ddag": "test set: the official train_ddag.py keeps the best Rank-1 of the IWPA attention feature on the test "
+    "set, checked every 2nd epoch",
+    "mpanet": "test set: the official MPANet engine keeps the best Rank-1 on the test set (SYSU-MM01 all-search "
+    "single-shot, RegDB the mean of both directions), checked every 5th epoch after epoch 115",
+}
+#: The periodic (unselected) files: AGW's {suffix}_epoch_{n}.t, MPANet's {prefix}_model_{n}.pth.
+OFFICIAL_PERIODIC = {"agw": re.compile(r".*_epoch_(\d+)\.t"), "mpanet": re.compile(r".*_model_(\d+)\.pth")}
+
 #: The settings --json records.
 RECORDED = ("model", "dataset", "root", "mode", "direction", "trial", "feature", "flip", "backbone", "height", "width")
 
@@ -75,10 +119,19 @@ RECORDED = ("model", "dataset", "root", "mode", "direction", "trial", "feature",
 def build_parser() -> argparse.ArgumentParser:
     """The command line; an option left out falls back to the run's ``config.json``, then to the recipe's default."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="last.pt / best.pt of a run, a state dict, or an official DEEN checkpoint")
-    parser.add_argument("--model", help=f"the recipe, one of {list_recipes()} (default: from config.json)")
     parser.add_argument(
-        "--official", action="store_true", help="an official DEEN checkpoint (implies --model deen; default: off)"
+        "checkpoint",
+        help="last.pt / best.pt of a run, a state dict, or an official DEEN, AGW, DDAG or MPANet checkpoint",
+    )
+    parser.add_argument(
+        "--model",
+        help=f"the recipe, one of {list_recipes()} (default: from config.json; --official: detected from the keys)",
+    )
+    parser.add_argument(
+        "--official",
+        action="store_true",
+        help=f"an official checkpoint of {', '.join(OFFICIAL_NAMES.values())}; the network is --model, else detected "
+        "from its keys (default: off)",
     )
     parser.add_argument("--config", help="the run's config.json (default: next to the checkpoint, if present)")
     parser.add_argument("--dataset", help=f"one of {list(DATASETS)} (default: from config.json)")
@@ -87,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direction", help="query -> gallery modality: auto, i2v or v2i (default: auto)")
     parser.add_argument("--trial", type=int, help="RegDB split, 1..10 (default: from config.json, else 1)")
     parser.add_argument("--trials", type=int, default=10, help="galleries averaged: SYSU-MM01, LLCM (default: 10)")
-    parser.add_argument("--feature", help="deen: official | plain; agw: fc | pool (default: the recipe's)")
+    parser.add_argument(
+        "--feature", help="deen: official | plain; agw: fc | pool; ddag: att | fc; ... (default: the recipe's)"
+    )
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add the flipped image (default: no)")
     parser.add_argument(
         "--rerank",
@@ -104,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--selection",
         choices=SELECTIONS,
         help="how the checkpoint was selected, stated in the results: val (validation identities), test (the test "
-        "set), last (default: best.pt -> the run's select_on, last.pt -> last, --official -> test, else not stated)",
+        "set), last (default: best.pt -> the run's select_on, last.pt -> last, --official -> the official script's "
+        "rule, else not stated)",
     )
     parser.add_argument(
         "--compare",
@@ -132,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the model, its preprocessing and the results as a from_pretrained directory (default: none)",
     )
     parser.add_argument("--backbone", help="timm backbone (default: from config.json, else resnet50)")
-    parser.add_argument("--variant", help="deen: auto | sysu | regdb; agw: agw | base (default: the recipe's)")
+    parser.add_argument(
+        "--variant",
+        help="deen: auto | sysu | regdb; agw: agw | base (default: the recipe's; with --official: from the checkpoint)",
+    )
     parser.add_argument("--height", type=int, help="test image height (default: config.json, else the recipe's)")
     parser.add_argument("--width", type=int, help="test image width (default: config.json, else the recipe's)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
@@ -167,8 +226,70 @@ def read_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def resolve_recipe(args: argparse.Namespace) -> Recipe:
-    """The recipe to evaluate with: the command line over the run's ``config.json`` over the recipe's defaults."""
+@dataclasses.dataclass(frozen=True)
+class OfficialCheckpoint:
+    """An official checkpoint read once: the network's name, the file's object and its state dict."""
+
+    name: str
+    checkpoint: Mapping[str, Any]
+    state: dict[str, Any]
+
+    def settings(self) -> dict[str, Any]:
+        """What the weights say of the recipe's configuration: the DEEN and AGW variants."""
+        if self.name == "agw":  # --method base has no non-local block
+            return {"variant": "agw" if any(k.startswith("NL_") for k in self.state) else "base"}
+        dee = self.state.get("DEE.FC11.weight")
+        if self.name == "deen" and isinstance(dee, Tensor) and dee.ndim == 4:  # DEE after layer3 (SYSU) or layer2
+            return {"variant": {1024: "sysu", 512: "regdb"}.get(int(dee.shape[1]), "auto")}
+        return {}
+
+    def num_classes(self, default: int) -> int:
+        """The rows of the official classifier (the scripts hard-code 395, 206 or 713), else ``default``."""
+        weight = self.state.get("classifier.weight")
+        return int(weight.shape[0]) if isinstance(weight, Tensor) and weight.ndim == 2 else default
+
+
+def read_official(path: str, model: str | None) -> OfficialCheckpoint:
+    """Read an official checkpoint safely and name its network: ``model``, else detected from the keys."""
+    try:
+        checkpoint = read_official_checkpoint(path)
+    except ValueError as error:  # not readable with weights_only=True
+        fail(f"--official: {error}")
+    try:
+        detected: str | None = detect_official_model(checkpoint)
+    except (TypeError, ValueError) as error:
+        if model is None:
+            fail(f"--official: {path!r}: {error}; name the network with --model ({', '.join(OFFICIAL_LOADERS)})")
+        detected = None
+    if model is not None and detected is not None and detected != model:
+        fail(f"--model {model}, but {path!r} has the keys of an official {OFFICIAL_NAMES[detected]} checkpoint")
+    return OfficialCheckpoint(str(model or detected), checkpoint, state_dict_of(checkpoint))
+
+
+def model_of(args: argparse.Namespace, config: Mapping[str, Any]) -> tuple[str, OfficialCheckpoint | None]:
+    """The recipe's name (``--model``, the official checkpoint's network, ``config.json``) and the official file."""
+    if args.official and args.model not in (None, *OFFICIAL_LOADERS):
+        fail(
+            f"--official loads official {', '.join(OFFICIAL_NAMES.values())} checkpoints; it cannot be combined with "
+            f"--model {args.model}"
+        )
+    official = read_official(args.checkpoint, args.model) if args.official else None
+    model = official.name if official is not None else args.model or config.get("model")
+    if model is None and "mfa_form" in config:  # a DEEN run written before config.json recorded the model
+        model = "deen"
+    if model not in list_recipes():
+        if official is not None:
+            fail(f"no recipe {model!r} to evaluate the official {OFFICIAL_NAMES[model]} checkpoint: {list_recipes()}")
+        fail(f"--model is required (one of {list_recipes()}): no config.json names the network")
+    return str(model), official
+
+
+def resolve_recipe(args: argparse.Namespace) -> tuple[Recipe, OfficialCheckpoint | None]:
+    """The recipe to evaluate with: the command line over the run's ``config.json`` over the recipe's defaults.
+
+    With ``--official`` the checkpoint is read here (once): its network names the recipe and its weights give the
+    DEEN / AGW variant, which ``--variant`` overrides.
+    """
     counts = (("trials", args.trials, 1), ("batch-size", args.batch_size, 1), ("workers", args.workers, 0))
     for name, value, minimum in counts:
         if value < minimum:
@@ -178,14 +299,10 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
     if not Path(args.checkpoint).is_file():
         fail(f"checkpoint {args.checkpoint!r} does not exist")
     config = read_config(args)
-    if args.official and args.model not in (None, "deen"):
-        fail(f"--official loads an official DEEN checkpoint; it cannot be combined with --model {args.model}")
-    model = "deen" if args.official else args.model or config.get("model")
-    if model is None and "mfa_form" in config:  # a DEEN run written before config.json recorded the model
-        model = "deen"
-    if model not in list_recipes():
-        fail(f"--model is required (one of {list_recipes()}): no config.json names the network")
+    model, official = model_of(args, config)
     settings = dict(config)
+    if official is not None:
+        settings.update(official.settings())
     if args.dataset is not None and args.dataset != config.get("dataset"):
         settings["root"] = None  # the run's root belongs to its own dataset
     given = {k: getattr(args, k) for k in ("dataset", "root", "mode", "direction", "trial", "feature", "flip")}
@@ -196,7 +313,7 @@ def resolve_recipe(args: argparse.Namespace) -> Recipe:
     settings.setdefault("backbone", "resnet50")
     settings.update(select_on="last", eval_batch_size=args.batch_size, workers=args.workers, pretrained=False)
     cls = recipe_class(model)
-    return cls(cls.config_class.from_dict(settings))
+    return cls(cls.config_class.from_dict(settings)), official
 
 
 def state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -208,31 +325,43 @@ def state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
     return strip_prefixes(checkpoint)
 
 
-def load_model(recipe: Recipe, checkpoint: str, *, official: bool, num_train_identities: int) -> nn.Module:
+def load_model(
+    recipe: Recipe, checkpoint: str, *, official: OfficialCheckpoint | None, num_train_identities: int
+) -> nn.Module:
     """Build the recipe's model and load ``checkpoint`` into it (strictly).
 
+    An official checkpoint goes through its :mod:`vireid_layers.compat` loader into a model with the official
+    classifier's number of classes (else ``num_train_identities``).
+
     Raises:
-        ValueError: the file cannot be read safely, holds no DEEN / AGW state dict, or does not fit the model.
+        ValueError: the file cannot be read safely, holds no state dict of the recipe's model, or does not fit it.
     """
-    if official:
-        model = recipe.build_model(num_train_identities, pretrained=False)
+    if official is not None:
+        model = recipe.build_model(official.num_classes(num_train_identities), pretrained=False)
         try:
-            load_official_deen(model, checkpoint)
-        except RuntimeError as error:  # load_state_dict: missing keys or shapes
-            raise ValueError(f"{checkpoint!r} does not fit the official DEEN ({error})") from error
+            OFFICIAL_LOADERS[official.name](model, official.checkpoint)
+        except (RuntimeError, TypeError) as error:  # load_state_dict: missing or foreign keys, shapes
+            raise ValueError(
+                f"{checkpoint!r} does not fit the official {OFFICIAL_NAMES[official.name]} (a ResNet-50 with the "
+                f"official settings; check --backbone / --variant): {error}"
+            ) from error
         return model
     try:
         state = state_dict_of(load_checkpoint(checkpoint))
     except pickle.UnpicklingError as error:
         raise ValueError(
-            f"cannot read {checkpoint!r} with torch.load(weights_only=True): {error}. For an official DEEN "
-            "checkpoint (which stores NumPy metrics) pass --official"
+            f"cannot read {checkpoint!r} with torch.load(weights_only=True): {error}. For an official DEEN, AGW or "
+            "DDAG checkpoint (which stores NumPy metrics) pass --official"
         ) from error
-    if any(k.startswith("base_resnet.") for k in state):
-        raise ValueError(f"{checkpoint!r} is an official DEEN checkpoint: pass --official")
+    try:
+        detected: str | None = detect_official_model(state)
+    except (TypeError, ValueError):  # not an official key layout (or an ambiguous one): load it as ours
+        detected = None
+    if detected is not None:
+        raise ValueError(f"{checkpoint!r} is an official {OFFICIAL_NAMES[detected]} checkpoint: pass --official")
     weight = state.get("classifier.weight")
     if not isinstance(weight, Tensor) or weight.ndim != 2:
-        raise ValueError(f"{checkpoint!r} has no 2-D classifier.weight: not a DEEN / AGW state dict")
+        raise ValueError(f"{checkpoint!r} has no 2-D classifier.weight: not a state dict of the recipes' models")
     model = recipe.build_model(int(weight.shape[0]), pretrained=False)
     try:
         model.load_state_dict(state)
@@ -311,12 +440,30 @@ def parse_spec(text: str, default_rerank: dict[str, Any]) -> Spec:
     return Spec(text, feature, flip, rerank)
 
 
-def selection_of(args: argparse.Namespace) -> str | None:
-    """How the checkpoint was selected: ``--selection``, else what the run says, else ``None`` (not stated)."""
+def official_selection(official: OfficialCheckpoint, path: str) -> str | None:
+    """How the official script chose this file: the best test Rank-1, or a periodic file (no selection)."""
+    name = Path(path).name
+    periodic = OFFICIAL_PERIODIC.get(official.name)
+    match = periodic.fullmatch(name) if periodic is not None else None
+    wrapped = "net" in official.checkpoint
+    if match is not None or (official.name == "agw" and wrapped and "mINP" not in official.checkpoint):
+        epoch = match[1] if match is not None else official.checkpoint.get("epoch", "n")
+        return f"epoch {epoch}: a periodic file of the official {OFFICIAL_NAMES[official.name]} script (no selection)"
+    if official.name == "mpanet" and name != "model_best.pth":
+        return None  # a bare state dict under another name: nothing says how it was chosen
+    epoch = official.checkpoint.get("epoch") if wrapped else None
+    return OFFICIAL_SELECTION[official.name] + ("" if epoch is None else f"; saved at epoch {epoch}")
+
+
+def selection_of(args: argparse.Namespace, official: OfficialCheckpoint | None = None) -> str | None:
+    """How the checkpoint was selected: ``--selection``, else the official script's rule or what the run says.
+
+    ``None`` (not stated) when nothing says it.
+    """
     if args.selection is not None:
         return str(args.selection)
-    if args.official:
-        return "test"  # the official code keeps the checkpoint of the best test Rank-1
+    if official is not None:
+        return official_selection(official, args.checkpoint)
     config = read_config(args)
     name = Path(args.checkpoint).name
     if name == "best.pt" and config.get("select_on") in SELECTIONS:
@@ -401,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     try:
-        recipe = resolve_recipe(args)
+        recipe, official = resolve_recipe(args)
         default_rerank = rerank_of(args)
         rerank = default_rerank if args.rerank else None
         specs = [parse_spec(text, default_rerank) for text in args.compare or ()]
@@ -411,11 +558,11 @@ def main(argv: list[str] | None = None) -> int:
             fail(f"--save-pretrained {args.save_pretrained!r} is a file, not a directory")
         if args.figures_dir is not None and args.figures is None:
             fail("--figures-dir needs --figures")
-        selection = selection_of(args)
+        selection = selection_of(args, official)
         c = recipe.config
         dataset = read_dataset(c.dataset, c.root, height=c.height, width=c.width, trial=c.trial)
         model = load_model(
-            recipe, args.checkpoint, official=args.official, num_train_identities=dataset.num_train_identities
+            recipe, args.checkpoint, official=official, num_train_identities=dataset.num_train_identities
         )
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(device).eval()

@@ -114,7 +114,7 @@ def test_evaluate_rejects_bad_configuration(tmp_path: Path, capsys: pytest.Captu
         ([str(bare), "--model", "deen", "--dataset", "market"], "--dataset must be one of"),
         ([str(bare), "--model", "deen", "--dataset", "sysu"], "--root is required"),
         ([str(bare), "--model", "agw", "--dataset", "synthetic", "--feature", "official"], "--feature must be one of"),
-        ([str(bare), "--official", "--model", "agw"], "cannot be combined"),
+        ([str(bare), "--official", "--model", "mso"], "cannot be combined"),
         ([str(bare), "--model", "agw", "--trials", "0"], "--trials must be >= 1"),
         ([str(run / "last.pt"), "--mode", "indoor"], "exists only for SYSU-MM01"),
         ([str(run / "last.pt"), "--trial", "11"], "--trial must be in 1..10"),
