@@ -48,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -266,8 +267,8 @@ def plan_runs(args: argparse.Namespace, plan: dict[str, int], runs_dir: Path) ->
     if "deen" in methods and "deen" in registered:
         rows += [("deen", v) for v in args.ablation]
     specs = []
-    for method, variant in rows:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted table has every row for the first seeds
+        for method, variant in rows:
             name = row_name(method, variant)
             specs.append(
                 {
@@ -465,6 +466,15 @@ def render(path: Path) -> Path:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def same_budget(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``--update`` may add rows: the existing table's step budget and evaluation are this run's."""
+    keys = ("epochs", "steps_per_epoch", "eval_trials", "quick")
+    before, now = {k: old.get(k) for k in keys}, {k: new[k] for k in keys}
+    if before != now:
+        print(f"--update: the existing table has budget {before}, this run {now}: not one table", file=sys.stderr)
+    return before == now
+
+
 def prepare_dataset() -> None:
     """Write the synthetic dataset once, before parallel runs would all try to."""
     from vireid_layers.recipes import QUICK_RUN, read_dataset
@@ -491,15 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = budget(args)
     settings = {**plan, "batch": "8 identities x 2 images x 2 modalities", "seeds": args.seeds}
     settings.update(threads=args.threads, jobs=args.jobs, quick=args.quick)
-    previous = None
-    if args.update and path.is_file():
-        previous = json.loads(path.read_text())
-        budget_keys = ("epochs", "steps_per_epoch", "eval_trials", "quick")
-        old = {k: previous["settings"].get(k) for k in budget_keys}
-        new = {k: settings[k] for k in budget_keys}
-        if old != new:
-            print(f"--update: the existing table has budget {old}, this run {new}: not one table", file=sys.stderr)
-            return 2
+    previous = json.loads(path.read_text()) if args.update and path.is_file() else None
+    if previous is not None and not same_budget(previous["settings"], settings):
+        return 2
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="methods-table-runs-"))
     specs = plan_runs(args, plan, runs_dir)
     if not specs:
@@ -508,6 +512,49 @@ def main(argv: list[str] | None = None) -> int:
     prepare_dataset()
     load_start, start = os.getloadavg()[0], time.perf_counter()
     print(f"{len(specs)} runs of {plan['steps']} steps, {args.jobs} at a time, run directories in {runs_dir}")
+
+    new_runs: list[dict[str, Any]] = []
+    rows = sorted({spec["row"] for spec in specs})
+    lock = threading.Lock()
+
+    def save() -> dict[str, Any]:
+        """Write the JSON and the markdown with the runs so far (after every run: an interruption keeps them)."""
+        metadata = run_metadata(device, ["fp32"], loadavg_start=load_start, loadavg_end=os.getloadavg()[0])
+        errors = validate_metadata(metadata)
+        if errors:
+            raise SystemExit("\n".join(errors))
+        done = len(new_runs) == len(specs)
+        if previous is not None:
+            keys = {(r["row"], r["seed"]) for r in new_runs}
+            kept = [r for r in previous["runs"] if (r["row"], r["seed"]) not in keys]
+            rerun = {
+                "timestamp_utc": metadata["timestamp_utc"],
+                "commit": metadata["commit"],
+                "command": metadata["command"],
+                "rows": rows,
+                "processor": metadata["machine"]["processor"],
+                "versions": metadata["versions"],
+                "threads": args.threads,
+                "jobs": args.jobs,
+                "loadavg_start": load_start,
+                "loadavg_end": metadata["loadavg_end"],
+                "runtime_s": time.perf_counter() - start,
+                "complete": done,
+            }
+            results = {**previous, "runs": kept + new_runs, "reruns": [*previous.get("reruns", []), rerun]}
+        else:
+            results = {
+                "suite": suite,
+                "metadata": metadata,
+                "settings": settings,
+                "total_runtime_s": time.perf_counter() - start,
+                "reproduce": reproduce_command(args, plan),
+                "runs": list(new_runs),
+            }
+        results["complete"] = done and all(r.get("status") == "ok" for r in results["runs"])
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        render(path)
+        return results
 
     def one(spec: dict[str, Any]) -> dict[str, Any]:
         row = launch(spec)
@@ -518,47 +565,16 @@ def main(argv: list[str] | None = None) -> int:
             else row["error"]
         )
         print(f"{spec['row']} seed {spec['seed']}: {shown}", flush=True)
-        return {**row, "commit": git_commit()["sha"]}
+        row = {**row, "commit": git_commit()["sha"]}
+        with lock:
+            new_runs.append(row)
+            save()
+        return row
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        new_runs = list(pool.map(one, specs))
-    load_end = os.getloadavg()[0]
-    metadata = run_metadata(device, ["fp32"], loadavg_start=load_start, loadavg_end=load_end)
-    errors = validate_metadata(metadata)
-    if errors:
-        print("\n".join(errors), file=sys.stderr)
-        return 1
-    rows = sorted({s["row"] for s in specs})
-    if previous is not None:
-        keys = {(r["row"], r["seed"]) for r in new_runs}
-        kept = [r for r in previous["runs"] if (r["row"], r["seed"]) not in keys]
-        rerun = {
-            "timestamp_utc": metadata["timestamp_utc"],
-            "commit": metadata["commit"],
-            "command": metadata["command"],
-            "rows": rows,
-            "processor": metadata["machine"]["processor"],
-            "versions": metadata["versions"],
-            "threads": args.threads,
-            "jobs": args.jobs,
-            "loadavg_start": load_start,
-            "loadavg_end": load_end,
-            "runtime_s": time.perf_counter() - start,
-        }
-        results = {**previous, "runs": kept + new_runs, "reruns": [*previous.get("reruns", []), rerun]}
-        results["complete"] = all(r.get("status") == "ok" for r in results["runs"])
-    else:
-        results = {
-            "suite": suite,
-            "metadata": metadata,
-            "settings": settings,
-            "total_runtime_s": time.perf_counter() - start,
-            "complete": all(r["status"] == "ok" for r in new_runs),
-            "reproduce": reproduce_command(args, plan),
-            "runs": new_runs,
-        }
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    md = render(path)
+        list(pool.map(one, specs))
+    results = save()
+    md = path.with_suffix(".md")
     print(f"wrote {path} and {md}")
     print(md.read_text().split("## Runs")[0])
     remaining = [m for m in PAPER_ORDER if not any(r["row"] == m for r in results["runs"])]
