@@ -123,6 +123,11 @@ class DEEN(PretrainedMixin, nn.Module):
     ``CPMLoss()(out.original, out.generated, labels, modalities)`` and
     ``OrthogonalLoss()(out.generated)``. :meth:`embed` gives retrieval embeddings.
 
+    The ablation of the paper (Table 4) switches blocks off: ``num_branches=0`` removes DEE (the base network:
+    the two-stream backbone, BN neck and classifier; :meth:`forward` then returns :math:`N` rows and an empty
+    ``generated`` of shape :math:`(0, N, D)`, on which :class:`DEENCriterion`'s CPM and orthogonal terms are 0),
+    and ``mfa=False`` removes the MFA blocks. The defaults are the official network, with its state-dict keys.
+
     Initialisation as in the official code: every MFA is the identity (zero-initialised output BatchNorms),
     DEE convolutions Kaiming-normal, BN-neck weight :math:`\mathcal N(1, 0.01)` and bias 0 (frozen,
     ``requires_grad=False``), classifier weight :math:`\mathcal N(0, 0.001)`. Official checkpoints load with
@@ -167,6 +172,10 @@ class DEEN(PretrainedMixin, nn.Module):
         >>> with torch.no_grad():
         ...     model.embed(images, modalities).shape, model.embed(images, 1, mode="official").shape
         (torch.Size([4, 512]), torch.Size([4, 6, 512]))
+        >>> base = DEEN(10, backbone="resnet18", num_branches=0, mfa=False)  # the ablation's base network
+        >>> out = base(images, modalities)
+        >>> out.pooled.shape, out.generated.shape, len(base.mfa), base.dee is None
+        (torch.Size([4, 512]), torch.Size([0, 4, 512]), 0, True)
     """
 
     def __init__(
@@ -381,6 +390,9 @@ class DEENCriterion(nn.Module):
     the DEE branches as the official two calls) and :math:`\mathcal L_{ort}` the orthogonal loss
     (:class:`~vireid_layers.OrthogonalLoss`) of the generated embeddings; :math:`\lambda_{tri} = 1`,
     :math:`\lambda_{cpm} = 0.8`, :math:`\lambda_{ort} = 0.01` officially.
+
+    Without DEE (``DEEN(num_branches=0)``, no generated rows) the CPM and orthogonal terms are 0, and with one
+    branch the orthogonal term is 0 (it needs two).
 
     :meth:`forward` returns the *unweighted* terms (so that each is logged on its own scale) and
     :meth:`total` their weighted sum, the interface :class:`~vireid_layers.engine.Trainer` expects. Every term

@@ -28,8 +28,16 @@ official SGD schedule and loss weights, the metric losses on the raw pooled feat
 randomly initialised network to the same point (triplet = margin, CPM = 4 x 0.2, orthogonal = 0: the run then
 sits at chance). The official recipe starts from ImageNet weights, where this does not happen.
 
+The ablation of the paper (Table 4 of :cite:`zhang2023deen`) is a set of options: ``--num-branches 0`` removes
+DEE (the base network: two-stream ResNet, BN neck and classifier, trained with CE + triplet), ``--no-mfa`` removes
+the MFA blocks, ``--lambda-cpm 0`` / ``--lambda-ort 0`` the CPM and orthogonal losses;
+``benchmarks/methods_table.py`` trains every variant on the synthetic data (:doc:`/methods`).
+
 Examples:
     >>> from vireid_layers.recipes import build_recipe
+    >>> base = build_recipe("deen", num_branches=0, mfa=False, lambda_cpm=0.0, lambda_ort=0.0).build_model(4)
+    >>> base.num_branches, base.has_mfa
+    (0, False)
     >>> recipe = build_recipe("deen", dataset="synthetic")
     >>> recipe.config.backbone, recipe.config.lambda_cpm, recipe.build_schedule()
     ('resnet18', 0.08, DEENSchedule(warmup_epochs=1, milestones=(11,), gamma=0.1))
