@@ -105,6 +105,7 @@ def test_table_and_update_without_training(tmp_path: Path, monkeypatch: pytest.M
     assert methods_table.main([*argv, "--methods", "agw", "--epochs", "2", "--update"]) == 2
 
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """One real run through a worker process: the recipe trains 2 steps and the table gets its metrics."""
     argv = ["--quick", "--methods", "agw", "--seeds", "0", "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r")]
