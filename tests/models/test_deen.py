@@ -372,6 +372,137 @@ def test_extra_repr() -> None:
     assert "32, num_branches=2, dropout=0.01" in repr(model.dee) and "(mfa): ModuleList" in repr(model)
 
 
+# ------------------------------------------------------------------------------- ablation switches
+# num_branches=0 (no DEE: the base network of the paper's Table 4) and mfa=False (no MFA).
+
+ABLATIONS = [(2, True), (2, False), (0, True), (0, False), (1, False)]
+
+
+@pytest.mark.parametrize("variant", ["sysu", "regdb"])
+@pytest.mark.parametrize(("k", "mfa"), ABLATIONS)
+def test_ablation_shapes(variant: str, k: int, mfa: bool) -> None:
+    model = tiny_deen(variant, num_branches=k, mfa=mfa)
+    d = model.embed_dim
+    out = model.train()(images(), MIXED)
+    assert out.pooled.shape == out.features.shape == ((1 + k) * 4, d) and out.logits.shape == ((1 + k) * 4, 5)
+    assert out.original.shape == (4, d) and out.generated.shape == (k, 4, d) and out.num_branches == k
+    assert model.num_branches == k and model.has_mfa == mfa and (model.dee is None) == (k == 0)
+    assert len(model.mfa) == (0 if not mfa else 3 if variant == "sysu" else 2)
+    assert out.per_row(torch.arange(4)).tolist() == list(range(4)) * (1 + k)
+    assert out.gather() is out
+    model.eval()
+    with torch.no_grad():
+        assert model.embed(images(), MIXED).shape == (4, d)
+        assert model.embed(images(), MIXED, mode="official").shape == (4, 2 * (1 + k), d)
+        assert model.embed(images(), 1, mode="official", flip=True).shape == (4, 2 * (1 + k), d)
+
+
+def test_full_model_keys_are_unchanged() -> None:
+    """The defaults are the official network: the same keys (checkpoints load), and the switches only drop keys."""
+    full = DEEN(4, backbone="resnet18").state_dict()
+    assert DEEN(4, backbone="resnet18", num_branches=2, mfa=True).state_dict().keys() == full.keys()
+    assert len(full) == 215 and {k.split(".")[0] for k in full} == {"backbone", "mfa", "dee", "neck", "classifier"}
+    assert {k for k in full if k.startswith("dee.")} == {
+        "dee.dilated.0.weight",
+        "dee.dilated.1.weight",
+        "dee.dilated.2.weight",
+        "dee.project.weight",
+        "dee.project.bias",
+    }
+    no_dee = DEEN(4, backbone="resnet18", num_branches=0).state_dict()
+    no_mfa = DEEN(4, backbone="resnet18", mfa=False).state_dict()
+    assert no_dee.keys() == {k for k in full if not k.startswith("dee.")}
+    assert no_mfa.keys() == {k for k in full if not k.startswith("mfa.")}
+
+
+def test_without_mfa_equals_the_identity_mfa() -> None:
+    """At initialisation every MFA is the identity, so the model without MFA computes the same thing."""
+    without = tiny_deen(mfa=False, randomised=False).eval()
+    with_mfa = tiny_deen(randomised=False).eval()
+    missing, unexpected = with_mfa.load_state_dict(without.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("mfa.") for k in missing)
+    without, with_mfa = without.double(), with_mfa.double()
+    x = images(dtype=F64)
+    with torch.no_grad():
+        a, b = without(x, MIXED), with_mfa(x, MIXED)
+        torch.testing.assert_close(a.pooled, b.pooled)
+        torch.testing.assert_close(without.embed(x, MIXED, mode="official"), with_mfa.embed(x, MIXED, mode="official"))
+
+
+@pytest.mark.parametrize("mfa", [True, False])
+def test_without_dee_equals_the_original_rows(mfa: bool) -> None:
+    """Without DEE the network is the full one minus DEE: its rows are the original rows of the full network."""
+    full = tiny_deen(mfa=mfa).eval().double()
+    base = tiny_deen(num_branches=0, mfa=mfa).eval().double()
+    missing, unexpected = full.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("dee.") for k in missing)
+    x = images(dtype=F64)
+    with torch.no_grad():
+        out, ref = base(x, MIXED), full(x, MIXED)
+        torch.testing.assert_close(out.pooled, ref.original)
+        torch.testing.assert_close(out.logits, ref.logits[:4])
+        torch.testing.assert_close(base.embed(x, MIXED), full.embed(x, MIXED))
+        # The official feature keeps the pool and BN parts of the original rows only.
+        torch.testing.assert_close(base.embed(x, MIXED, mode="official"), full.embed(x, MIXED, mode="official")[:, :2])
+
+
+def test_without_dee_no_dropout_and_batch_order() -> None:
+    model = tiny_deen(num_branches=0, mfa=False).train()
+    x = images(8).double()
+    modalities = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1])
+    model = model.double()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    model.eval()  # BatchNorm statistics of the batch would mix the rows; DEE's dropout is gone in any mode
+    with torch.no_grad():
+        out, shuffled = model(x, modalities), model(x[perm], modalities[perm])
+    torch.testing.assert_close(shuffled.pooled, out.pooled[perm])
+    assert not any(isinstance(m, nn.Dropout) for m in model.modules())
+
+
+@pytest.mark.parametrize(("k", "mfa"), ABLATIONS)
+def test_ablation_criterion_is_finite_and_trains(k: int, mfa: bool) -> None:
+    model = tiny_deen(num_branches=k, mfa=mfa, randomised=False).train()
+    labels = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    modalities = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+    x = images(8)
+    out = model(x, modalities)
+    criterion = DEENCriterion(lambda_cpm=0.0 if k == 0 else 0.8, lambda_ort=0.0 if k < 2 else 0.01)
+    terms = criterion(out, ImageSample(x, labels, labels, modalities))
+    assert sorted(terms) == ["ce", "cpm", "ort", "triplet"]
+    assert all(torch.isfinite(v) for v in terms.values())
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(out.logits, out.per_row(labels)))
+    torch.testing.assert_close(terms["triplet"], HardTripletLoss()(out.pooled, out.per_row(labels)))
+    if k == 0:  # no generated rows: CPM and the orthogonal loss have nothing to act on
+        assert terms["cpm"].item() == 0.0 and terms["ort"].item() == 0.0
+    if k < 2:  # the orthogonal loss needs two branches
+        assert terms["ort"].item() == 0.0
+    total = criterion.total(terms)
+    total.backward()
+    assert torch.isfinite(total)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_ablation_criterion_is_float32_under_bf16_autocast() -> None:
+    model = tiny_deen(num_branches=0, mfa=False).train()
+    labels, modalities = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    x = images(4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, modalities)
+    terms = DEENCriterion()(out, ImageSample(x, labels, labels, modalities))
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+
+
+def test_ablation_extra_repr_and_mfa_form() -> None:
+    model = tiny_deen(num_branches=0, mfa=False, mfa_form="paper", randomised=False)
+    assert model.extra_repr() == (
+        "num_classes=5, variant='sysu', num_branches=0, embed_dim=64, mfa_form='paper', mfa=False"
+    )
+    assert model.mfa_form == "paper" and not model.has_mfa and model.dee is None
+    model.reset_parameters()  # nothing to reset in DEE or MFA: no error
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -379,7 +510,11 @@ def test_extra_repr() -> None:
     ("kwargs", "error", "match"),
     [
         ({"variant": "llcm"}, ValueError, "variant"),
-        ({"num_branches": 0}, ValueError, "num_branches"),
+        ({"num_branches": -1}, ValueError, "num_branches"),
+        ({"num_branches": True}, ValueError, "num_branches"),
+        ({"num_branches": 1.5}, ValueError, "num_branches"),
+        ({"mfa": "no"}, TypeError, "mfa"),
+        ({"mfa": 0}, TypeError, "mfa"),
         ({"mfa_form": "textbook"}, ValueError, "form"),
         ({"dee_dropout": 1.5}, ValueError, "dropout"),
         ({"pretrained": True}, ValueError, "pretrained"),

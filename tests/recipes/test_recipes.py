@@ -8,6 +8,7 @@ The official values are those of the reference notes on the official code bases:
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -160,6 +161,7 @@ def test_quick_runs() -> None:
         (["--method", "mpanet"], "unknown recipe 'mpanet'"),
         (["--resume", "/nonexistent/last.pt"], "--resume"),
         (["--mode", "indoor", "--dataset", "llcm", "--root", str(ROOT)], "exists only for SYSU-MM01"),
+        (["--num-branches", "-1"], r"--num-branches must be >= 0 \(0: no DEE\), got -1"),
     ],
 )
 def test_deen_rejects_bad_configuration(argv: list[str], match: str) -> None:
@@ -199,6 +201,29 @@ def test_command_line_layers_defaults_dataset_and_options() -> None:
     assert parse_args(["--grad-clip", "none"])[0].config.grad_clip is None
     agw, _ = parse_args(["--method", "agw", "--variant", "base"])
     assert isinstance(agw, AGWRecipe) and agw.config.variant == "base" and agw.config.height == 64
+
+
+def test_deen_ablation_options(tmp_path: Path, tiny_root: Path) -> None:
+    """--num-branches and --no-mfa reach the model; the defaults are the official network; the base network trains."""
+    c = DEENRecipe.official_config("sysu", root=str(ROOT))
+    assert (c.num_branches, c.mfa) == (2, True)
+    official = DEENRecipe(c).build_model(4, pretrained=False)
+    assert official.num_branches == 2 and official.has_mfa
+    recipe, _ = parse_args(["--num-branches", "0", "--no-mfa", "--lambda-cpm", "0", "--lambda-ort", "0"])
+    assert (recipe.config.num_branches, recipe.config.mfa) == (0, False)
+    model = recipe.build_model(4)
+    assert model.num_branches == 0 and not model.has_mfa and model.dee is None
+    assert build_recipe("deen", num_branches=1).build_model(4).num_branches == 1
+    with pytest.raises(ConfigurationError, match="--mfa must be of type"):
+        build_recipe("deen", mfa="no")
+    base = build_recipe(
+        "deen", root=str(tiny_root), run_dir=str(tmp_path / "run"), num_branches=0, mfa=False, lambda_cpm=0.0, **TINY
+    )
+    result = train(base)
+    terms = {k: result.history[0][k] for k in ("ce", "triplet", "cpm", "ort", "total")}
+    assert result.epochs == 1 and all(math.isfinite(v) for v in terms.values()) and terms["cpm"] == terms["ort"] == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["num_branches"], config["mfa"]) == (0, False)
 
 
 def test_type_checks_of_a_config_built_in_python() -> None:

@@ -123,6 +123,11 @@ class DEEN(PretrainedMixin, nn.Module):
     ``CPMLoss()(out.original, out.generated, labels, modalities)`` and
     ``OrthogonalLoss()(out.generated)``. :meth:`embed` gives retrieval embeddings.
 
+    The ablation of the paper (Table 4) switches blocks off: ``num_branches=0`` removes DEE (the base network:
+    the two-stream backbone, BN neck and classifier; :meth:`forward` then returns :math:`N` rows and an empty
+    ``generated`` of shape :math:`(0, N, D)`, on which :class:`DEENCriterion`'s CPM and orthogonal terms are 0),
+    and ``mfa=False`` removes the MFA blocks. The defaults are the official network, with its state-dict keys.
+
     Initialisation as in the official code: every MFA is the identity (zero-initialised output BatchNorms),
     DEE convolutions Kaiming-normal, BN-neck weight :math:`\mathcal N(1, 0.01)` and bias 0 (frozen,
     ``requires_grad=False``), classifier weight :math:`\mathcal N(0, 0.001)`. Official checkpoints load with
@@ -138,7 +143,10 @@ class DEEN(PretrainedMixin, nn.Module):
             with a model name.
         variant: ``"sysu"`` (SYSU-MM01 and LLCM; DEE before the last stage) or ``"regdb"`` (DEE one stage
             earlier, last stage dropped).
-        num_branches: number :math:`K` of DEE branches (official: 2).
+        num_branches: number :math:`K` of DEE branches (official: 2); ``0`` removes DEE (and its dropout): the
+            base network of the paper's ablation (Table 4), whose output has no generated rows.
+        mfa: keep the MFA blocks (official); ``False`` removes them, so each stage before DEE feeds the next
+            directly (the ablation's "without MFA" rows).
         mfa_form: ``"official"`` (default, reproduces the released code and checkpoints; needs an even number
             of positions at every MFA, e.g. 384×144, 288×144, 256×128) or ``"paper"``; see
             :class:`~vireid_layers.MFA`.
@@ -164,6 +172,10 @@ class DEEN(PretrainedMixin, nn.Module):
         >>> with torch.no_grad():
         ...     model.embed(images, modalities).shape, model.embed(images, 1, mode="official").shape
         (torch.Size([4, 512]), torch.Size([4, 6, 512]))
+        >>> base = DEEN(10, backbone="resnet18", num_branches=0, mfa=False)  # the ablation's base network
+        >>> out = base(images, modalities)
+        >>> out.pooled.shape, out.generated.shape, len(base.mfa), base.dee is None
+        (torch.Size([4, 512]), torch.Size([0, 4, 512]), 0, True)
     """
 
     def __init__(
@@ -174,6 +186,7 @@ class DEEN(PretrainedMixin, nn.Module):
         pretrained: bool | str | os.PathLike[str] = False,
         variant: DEENVariant = "sysu",
         num_branches: int = 2,
+        mfa: bool = True,
         mfa_form: MFAForm = "official",
         dee_dropout: float = 0.01,
         backbone_kwargs: Mapping[str, Any] | None = None,
@@ -184,6 +197,11 @@ class DEEN(PretrainedMixin, nn.Module):
         if num_classes < 1:
             raise ValueError(f"`num_classes` must be >= 1, got {num_classes}")
         self.variant: str = check_choice(variant, "variant", _VARIANTS)
+        if isinstance(num_branches, bool) or not isinstance(num_branches, int) or num_branches < 0:
+            raise ValueError(f"`num_branches` must be an integer >= 0 (0: no DEE), got {num_branches!r}")
+        if not isinstance(mfa, bool):
+            raise TypeError(f"`mfa` must be a bool, got {type(mfa).__name__} {mfa!r}")
+        self._mfa_form: str = check_choice(mfa_form, "mfa_form", ("official", "paper"))
         backbone = resolve_backbone(backbone, pretrained, backbone_kwargs)
         # Stages before DEE (each followed by an MFA); DEE feeds the next stage, the last one kept.
         num_before = backbone.num_stages - (1 if self.variant == "sysu" else 2)
@@ -195,10 +213,11 @@ class DEEN(PretrainedMixin, nn.Module):
         if num_before + 1 < backbone.num_stages:
             backbone = _truncated(backbone, num_before + 1)
         self.backbone = backbone
+        self._num_before = num_before
         channels = [backbone.stem_channels, *backbone.channels]
         reductions = [backbone.stem_reduction, *backbone.reductions]
         strides = []
-        for i in range(num_before):
+        for i in range(num_before if mfa else 0):
             stride, remainder = divmod(reductions[i + 1], reductions[i])
             if remainder or stride not in (1, 2):
                 raise ValueError(
@@ -209,9 +228,11 @@ class DEEN(PretrainedMixin, nn.Module):
             strides.append(stride)
         # MFA_i aggregates the map entering stage i (low) into the map the stage produces (high).
         self.mfa = nn.ModuleList(
-            MFA(channels[i + 1], channels[i], stride=strides[i], form=mfa_form) for i in range(num_before)
+            MFA(channels[i + 1], channels[i], stride=strides[i], form=mfa_form) for i in range(len(strides))
         )
-        self.dee = DEE(channels[num_before], num_branches=num_branches, dropout=dee_dropout)
+        self.dee: DEE | None = (
+            DEE(channels[num_before], num_branches=num_branches, dropout=dee_dropout) if num_branches else None
+        )
         dim = channels[num_before + 1]
         self.neck, self.classifier = bn_neck_head(dim, num_classes)
         self.reset_parameters()
@@ -228,26 +249,32 @@ class DEEN(PretrainedMixin, nn.Module):
 
     @property
     def num_branches(self) -> int:
-        """Number :math:`K` of DEE branches (generated embeddings per image)."""
-        return self.dee.num_branches
+        """Number :math:`K` of DEE branches (generated embeddings per image); 0 without DEE."""
+        return 0 if self.dee is None else self.dee.num_branches
+
+    @property
+    def has_mfa(self) -> bool:
+        """Whether the MFA blocks are kept (``mfa=True``, official)."""
+        return len(self.mfa) > 0
 
     @property
     def mfa_form(self) -> str:
-        """Form of the MFA blocks, ``"official"`` or ``"paper"``."""
-        return self.mfa[0].form
+        """Form of the MFA blocks, ``"official"`` or ``"paper"`` (the requested form, also without MFA)."""
+        return self._mfa_form
 
     def reset_parameters(self) -> None:
         """Re-initialise DEEN's own blocks (MFA, DEE, BN neck, classifier) officially; the backbone is kept."""
         for mfa in self.mfa:
             mfa.reset_parameters()
-        self.dee.reset_parameters()
+        if self.dee is not None:
+            self.dee.reset_parameters()
         reset_bn_neck_head(self.neck, self.classifier)
 
     def extra_repr(self) -> str:
         """Hyperparameters shown by ``repr``."""
         return (
             f"num_classes={self.num_classes}, variant={self.variant!r}, num_branches={self.num_branches}, "
-            f"embed_dim={self.embed_dim}, mfa_form={self.mfa_form!r}"
+            f"embed_dim={self.embed_dim}, mfa_form={self.mfa_form!r}" + ("" if self.has_mfa else ", mfa=False")
         )
 
     def forward(self, images: Tensor, modalities: Tensor | int | Modality) -> DEENOutput:
@@ -266,10 +293,10 @@ class DEEN(PretrainedMixin, nn.Module):
         """
         x = self._encode(images, modalities)
         n = x.shape[0]
-        pooled = self._decode(self.dee(x))
+        pooled = self._decode(x if self.dee is None else self.dee(x))
         features = self.neck(pooled)
         logits = self.classifier(features)
-        generated = pooled[n:].unflatten(0, (self.num_branches, n))
+        generated = pooled[n:].reshape(self.num_branches, n, pooled.shape[1])
         return DEENOutput(pooled, features, logits, pooled[:n], generated)
 
     def embed(
@@ -325,21 +352,24 @@ class DEEN(PretrainedMixin, nn.Module):
         if mode == "plain":
             return F.normalize(self.neck(self._decode(x)), dim=1)
         n = x.shape[0]
-        rows = torch.cat([x.unsqueeze(0), self.dee.generate(x).to(x.dtype)]).flatten(0, 1)  # DEE without dropout
+        rows = x  # DEE without dropout: the original rows, then the generated ones
+        if self.dee is not None:
+            rows = torch.cat([x.unsqueeze(0), self.dee.generate(x).to(x.dtype)]).flatten(0, 1)
         pooled = self._decode(rows)
         parts = F.normalize(torch.stack([pooled, self.neck(pooled)], dim=1), dim=-1)  # ((1+K)N, 2, D)
         return parts.unflatten(0, (1 + self.num_branches, n)).transpose(0, 1).flatten(1, 2)
 
     def _encode(self, images: Tensor, modalities: Tensor | int | Modality) -> Tensor:
-        """Stems, then every stage before DEE, each followed by its MFA: the input of DEE."""
+        """Stems, then every stage before DEE, each followed by its MFA (if kept): the input of DEE."""
         x = self.backbone.forward_stem(images, modalities)
-        for i, mfa in enumerate(self.mfa):
-            x = mfa(self.backbone.forward_stage(i, x), x)
+        for i in range(self._num_before):
+            y = self.backbone.forward_stage(i, x)
+            x = self.mfa[i](y, x) if self.mfa else y
         return x
 
     def _decode(self, x: Tensor) -> Tensor:
         """The stages after DEE and global average pooling: the pre-BN pooled feature."""
-        for i in range(len(self.mfa), self.backbone.num_stages):
+        for i in range(self._num_before, self.backbone.num_stages):
             x = self.backbone.forward_stage(i, x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
@@ -360,6 +390,9 @@ class DEENCriterion(nn.Module):
     the DEE branches as the official two calls) and :math:`\mathcal L_{ort}` the orthogonal loss
     (:class:`~vireid_layers.OrthogonalLoss`) of the generated embeddings; :math:`\lambda_{tri} = 1`,
     :math:`\lambda_{cpm} = 0.8`, :math:`\lambda_{ort} = 0.01` officially.
+
+    Without DEE (``DEEN(num_branches=0)``, no generated rows) the CPM and orthogonal terms are 0, and with one
+    branch the orthogonal term is 0 (it needs two).
 
     :meth:`forward` returns the *unweighted* terms (so that each is logged on its own scale) and
     :meth:`total` their weighted sum, the interface :class:`~vireid_layers.engine.Trainer` expects. Every term

@@ -28,8 +28,16 @@ official SGD schedule and loss weights, the metric losses on the raw pooled feat
 randomly initialised network to the same point (triplet = margin, CPM = 4 x 0.2, orthogonal = 0: the run then
 sits at chance). The official recipe starts from ImageNet weights, where this does not happen.
 
+The ablation of the paper (Table 4 of :cite:`zhang2023deen`) is a set of options: ``--num-branches 0`` removes
+DEE (the base network: two-stream ResNet, BN neck and classifier, trained with CE + triplet), ``--no-mfa`` removes
+the MFA blocks, ``--lambda-cpm 0`` / ``--lambda-ort 0`` the CPM and orthogonal losses;
+``benchmarks/methods_table.py`` trains every variant on the synthetic data (:doc:`/methods`).
+
 Examples:
     >>> from vireid_layers.recipes import build_recipe
+    >>> base = build_recipe("deen", num_branches=0, mfa=False, lambda_cpm=0.0, lambda_ort=0.0).build_model(4)
+    >>> base.num_branches, base.has_mfa
+    (0, False)
     >>> recipe = build_recipe("deen", dataset="synthetic")
     >>> recipe.config.backbone, recipe.config.lambda_cpm, recipe.build_schedule()
     ('resnet18', 0.08, DEENSchedule(warmup_epochs=1, milestones=(11,), gamma=0.1))
@@ -104,6 +112,10 @@ class DEENConfig(RecipeConfig):
         "auto", "DEEN variant; auto: regdb on RegDB, sysu otherwise", choices=("auto", "sysu", "regdb")
     )
     mfa_form: str = option("official", "MFA form (official: the released code's)", choices=("official", "paper"))
+    num_branches: int = option(
+        2, "DEE branches K (official 2); 0: no DEE, the base network of the paper's ablation (CE + triplet)"
+    )
+    mfa: bool = option(True, "MFA blocks after the stages before DEE (official); --no-mfa: the ablation without MFA")
     lambda_cpm: float = option(0.8, "weight of the CPM loss")
     lambda_ort: float = option(0.01, "weight of the orthogonal loss")
     cpm_margin: float = option(0.2, "CPM margin")
@@ -116,6 +128,8 @@ class DEENConfig(RecipeConfig):
     def validate(self) -> DEENConfig:
         """The shared checks and DEEN's: non-negative loss weights, a positive CPM margin."""
         super().validate()
+        if self.num_branches < 0:
+            fail(f"--num-branches must be >= 0 (0: no DEE), got {self.num_branches}")
         for name in ("lambda_cpm", "lambda_ort"):
             if getattr(self, name) < 0:
                 fail(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -155,7 +169,7 @@ class DEENRecipe(Recipe):
         return "regdb" if c.dataset == "regdb" else "sysu"
 
     def build_model(self, num_classes: int, *, pretrained: bool | None = None) -> nn.Module:
-        """:class:`~vireid_layers.models.DEEN` with the configured backbone, variant and MFA form."""
+        """:class:`~vireid_layers.models.DEEN` with the configured backbone, variant, MFA and DEE branches."""
         c = self.config
         return DEEN(
             num_classes,
@@ -163,6 +177,8 @@ class DEENRecipe(Recipe):
             pretrained=c.pretrained if pretrained is None else pretrained,
             variant=self.variant(),  # type: ignore[arg-type]
             mfa_form=c.mfa_form,  # type: ignore[arg-type]
+            num_branches=c.num_branches,
+            mfa=c.mfa,
         )
 
     def build_criterion(self) -> nn.Module:
