@@ -36,7 +36,9 @@ evaluation draws the galleries of the official ``rand_perm_cam.mat``; the recipe
 
 The quick synthetic run is :data:`~vireid_layers.recipes.QUICK_RUN` (8 identities x (2 + 2) images: blocks of 4
 rows) with the official loss weights, Adam at the quick run's 1e-3 and the same warm-up and decay as the other
-recipes' quick runs (the official schedule has neither within 14 epochs).
+recipes' quick runs (the official schedule has neither within 14 epochs). No weight needs scaling: from random
+weights the run learns at 1e-3 (measured: +2.8 points of mAP after 60 steps, seed 0), while at 3e-3 it does not
+within 30 steps.
 
 Examples:
     >>> from vireid_layers.recipes import build_recipe
