@@ -1,4 +1,6 @@
-"""Train and evaluate a method with its recipe: ``python examples/train.py --method deen|agw [options]``.
+"""Train and evaluate a method with its recipe: ``python examples/train.py --method NAME [options]``.
+
+``NAME`` is one of the registered recipes: ``deen`` (the default), ``agw``, ``ddag``, ``mpanet``, ``mso``.
 
 Without ``--dataset`` this is the quick synthetic CPU run (the README's main job for DEEN); with
 ``--dataset sysu|regdb|llcm --root PATH`` it is the official recipe. ``--help`` lists every option with its
@@ -10,6 +12,7 @@ Examples::
 
     python examples/train.py                                        # DEEN, synthetic data, CPU, a few minutes
     python examples/train.py --method agw                           # the AGW baseline
+    python examples/train.py --method ddag                          # DDAG (also mpanet, mso)
     python examples/train.py --dataset sysu --root /data/SYSU-MM01 --amp bf16 --channels-last
     torchrun --nproc-per-node 2 examples/train.py --dataset llcm --root /data/LLCM --sync-bn
 """

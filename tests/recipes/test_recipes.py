@@ -61,10 +61,11 @@ TINY = {"epochs": 1, "epoch_length": "2", "batch_identities": 4, "eval_trials": 
 
 
 def test_registry() -> None:
-    assert list_recipes() == ["agw", "deen"]
+    assert list_recipes() == ["agw", "ddag", "deen", "mpanet", "mso"]
     assert isinstance(build_recipe("deen"), DEENRecipe) and isinstance(build_recipe("agw"), AGWRecipe)
-    with pytest.raises(ValueError, match=r"unknown recipe 'mpanet'; registered recipes: \['agw', 'deen'\]"):
-        build_recipe("mpanet")
+    registered = r"\['agw', 'ddag', 'deen', 'mpanet', 'mso'\]"
+    with pytest.raises(ValueError, match=rf"unknown recipe 'caj'; registered recipes: {registered}"):
+        build_recipe("caj")
     with pytest.raises(ValueError, match="already registered"):
         register_recipe("deen", DEENRecipe)
     with pytest.raises(TypeError, match="Recipe subclass"):
@@ -158,7 +159,7 @@ def test_quick_runs() -> None:
         (["--epoch-length", "many"], "--epoch-length must be"),
         (["--checkpoint-every-steps", "0"], "--checkpoint-every-steps must be >= 1"),
         (["--dataset", "regdb", "--root", str(ROOT), "--select-on", "val"], "--select-on val needs --val-identities"),
-        (["--method", "mpanet"], "unknown recipe 'mpanet'"),
+        (["--method", "caj"], "unknown recipe 'caj'"),
         (["--resume", "/nonexistent/last.pt"], "--resume"),
         (["--mode", "indoor", "--dataset", "llcm", "--root", str(ROOT)], "exists only for SYSU-MM01"),
         (["--num-branches", "-1"], r"--num-branches must be >= 0 \(0: no DEE\), got -1"),

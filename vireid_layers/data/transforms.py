@@ -25,6 +25,8 @@ name                       H × W     steps after *load* (to PIL, to RGB, Lanczo
 ``caj_visible``            288 × 144 ``agw`` → ChannelRandomErasing(0.5)
 ``caj_visible_exchange``   288 × 144 ``agw`` → ChannelRandomErasing(0.5) → ChannelExchange(gray=2)
 ``caj_infrared``           288 × 144 ``agw`` → ChannelRandomErasing(0.5) → ChannelAdapGray(0.5)
+``mso``                    288 × 144 as ``agw`` (MSO has no official code: the paper's random crop and flip, with
+                                     the pad of the AGW code it builds on)
 ``mpanet``                 384 × 128 *no Lanczos resize*: to PIL, to RGB, Resize (bilinear) → HFlip(0.5) →
                                      Pad(10, fill 127) → RandomCrop → ToTensor → Normalize → torchvision
                                      ``RandomErasing()`` (p 0.5, scale (0.02, 0.33), log-uniform ratio
@@ -641,6 +643,7 @@ TRAIN_PIPELINES: dict[str, TrainPipeline] = {
         144,
         "CAJ infrared: pad, crop, flip, channel random erasing, channel-adaptive grey",
     ),
+    "mso": TrainPipeline(_agw(), 288, 144, "MSO (no official code; its AGW base's): pad, crop, flip"),
     "mpanet": TrainPipeline(
         _mpanet, 384, 128, "MPANet: resize, flip, pad (fill 127), crop, torchvision random erasing"
     ),
@@ -694,7 +697,7 @@ def build_train_transform(name: str, *, height: int | None = None, width: int | 
     Args:
         name: one of :data:`TRAIN_PIPELINES` (``"deen_sysu"``, ``"deen_regdb"``, ``"deen_llcm"``, ``"ddag"``,
             ``"agw"``, ``"agw_llcm"``, ``"caj_visible"``, ``"caj_visible_exchange"``, ``"caj_infrared"``,
-            ``"mpanet"``; ``"light"`` and ``"light_gray"`` for tiny images).
+            ``"mso"``, ``"mpanet"``; ``"light"`` and ``"light_gray"`` for tiny images).
         height: output height; default: the pipeline's official one.
         width: output width; default: the pipeline's official one.
 

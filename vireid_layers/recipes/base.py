@@ -3,7 +3,8 @@
 A recipe is everything that makes "method X trained the official way": its model factory, its criterion and
 loss weights, its parameter groups and optimiser, its learning-rate schedule, its training transform and
 sampler layout, its evaluation feature, the official values per dataset and the quick synthetic settings. One
-module per method (:mod:`~vireid_layers.recipes.deen`, :mod:`~vireid_layers.recipes.agw`) subclasses
+module per method (:mod:`~vireid_layers.recipes.deen`, :mod:`~vireid_layers.recipes.agw`,
+:mod:`~vireid_layers.recipes.ddag`, :mod:`~vireid_layers.recipes.mpanet`, :mod:`~vireid_layers.recipes.mso`) subclasses
 :class:`Recipe` and :class:`~vireid_layers.recipes.RecipeConfig` and registers itself by name
 (:func:`register_recipe`); :func:`build_recipe` builds one by name and :func:`~vireid_layers.recipes.train` runs
 it.
@@ -50,9 +51,13 @@ class Recipe(abc.ABC):
     quick_run: ClassVar[Mapping[str, Any]] = {}
     #: The official training pipeline per dataset (``--pipeline auto``).
     pipelines: ClassVar[Mapping[str, str]] = {"synthetic": "light"}
+    #: Official values that differ by dataset (e.g. MPANet's RegDB configuration file), applied by
+    #: :meth:`official_config` over the configuration class's defaults (the SYSU-MM01 values).
+    official_per_dataset: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, config: RecipeConfig | None = None, **overrides: Any) -> None:
-        config = self.official_config() if config is None else config
+        if config is None:  # the official values of the dataset asked for (SYSU-MM01's without one)
+            config = self.official_config(overrides.get("dataset", "sysu"), overrides.get("root"))
         if not isinstance(config, self.config_class):
             raise TypeError(f"`config` must be a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config.replace(**overrides).validate() if overrides else config.validate()
@@ -64,8 +69,11 @@ class Recipe(abc.ABC):
 
     @classmethod
     def official_config(cls, dataset: str = "sysu", root: str | None = None) -> RecipeConfig:
-        """The official values for ``dataset`` (per-dataset choices resolve from ``"auto"`` when built)."""
-        return cls.config_class(dataset=dataset, root=root)
+        """The official values for ``dataset``: the defaults with :attr:`official_per_dataset` of the dataset.
+
+        Per-dataset choices stated as ``"auto"`` (the pipeline, DEEN's variant) resolve when the pieces are built.
+        """
+        return cls.config_class(dataset=dataset, root=root, **cls.official_per_dataset.get(dataset, {}))
 
     @classmethod
     def quick_config(cls, root: str | None = None) -> RecipeConfig:
@@ -133,6 +141,10 @@ class Recipe(abc.ABC):
         """The training transform of :meth:`pipeline_name` at the configured size."""
         return build_pipeline(self.pipeline_name(), self.config.height, self.config.width)
 
+    def test_transform(self) -> Callable[[Any], Tensor]:
+        """The test transform at the configured size (:func:`~vireid_layers.data.build_test_transform`, Lanczos)."""
+        return build_test_transform(self.config.height, self.config.width)
+
     def train_loader(
         self,
         dataset: VIReIDDataset,
@@ -174,7 +186,7 @@ class Recipe(abc.ABC):
         return ProtocolEvaluator(
             protocol_for_dataset(c.dataset, direction=c.direction, mode=c.mode, num_trials=num_trials),
             dataset,
-            build_test_transform(c.height, c.width),
+            self.test_transform(),
             embed=self.embed,
             batch_size=c.eval_batch_size,
             num_workers=c.workers,
@@ -249,7 +261,7 @@ def list_recipes() -> list[str]:
 
     Examples:
         >>> list_recipes()
-        ['agw', 'deen']
+        ['agw', 'ddag', 'deen', 'mpanet', 'mso']
     """
     return sorted(_RECIPES)
 
@@ -281,7 +293,7 @@ def build_recipe(name: str, config: RecipeConfig | None = None, **overrides: Any
         >>> build_recipe("xyz")
         Traceback (most recent call last):
         ...
-        ValueError: unknown recipe 'xyz'; registered recipes: ['agw', 'deen']
+        ValueError: unknown recipe 'xyz'; registered recipes: ['agw', 'ddag', 'deen', 'mpanet', 'mso']
     """
     cls = recipe_class(name)
     if config is None:

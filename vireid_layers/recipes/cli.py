@@ -28,8 +28,11 @@ __all__ = ["build_parser", "console_main", "main", "parse_args"]
 EPILOG = """examples:
   vireid-train                                     # DEEN, synthetic data, CPU, a few minutes
   vireid-train --method agw                        # the AGW baseline, same data
+  vireid-train --method ddag                       # DDAG (also: mpanet, mso), same data
   vireid-train --dataset sysu --root /data/SYSU-MM01 --amp bf16 --channels-last
   vireid-train --dataset regdb --root /data/RegDB --trial 3
+  vireid-train --method mpanet --dataset regdb --root /data/RegDB   # MPANet's RegDB values (256x128, 12x10)
+  vireid-train --method mso --dataset sysu --root /data/SYSU-MM01 --vgg-weights /models/vgg16.pth
   torchrun --nproc-per-node 2 -m vireid_layers.recipes --dataset llcm --root /data/LLCM --sync-bn
   vireid-train --run-dir runs/deen-synthetic-seed0 --resume runs/deen-synthetic-seed0/last.pt
 
