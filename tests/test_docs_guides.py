@@ -417,15 +417,16 @@ def _classify_module(argv: list[str], module: str, args: list[str]) -> tuple[str
 
 
 def _replace_paths(args: list[str], workdir: Path) -> list[str]:
-    """``--root`` -> an existing empty folder, ``--resume`` -> an existing empty file (parsing checks both exist)."""
+    """``--root`` -> an existing empty folder; ``--resume`` and a file path given to ``--vgg-weights`` -> an
+    existing empty file (parsing checks that they exist)."""
     out = list(args)
     for k, token in enumerate(out[:-1]):
         if token == "--root":
             folder = workdir / "root"
             folder.mkdir(exist_ok=True)
             out[k + 1] = str(folder)
-        elif token == "--resume":
-            file = workdir / "last.pt"
+        elif token == "--resume" or (token == "--vgg-weights" and "/" in out[k + 1]):
+            file = workdir / Path(out[k + 1]).name
             file.touch()
             out[k + 1] = str(file)
     return out
