@@ -351,6 +351,7 @@ OFFICIAL_SIZES = {
     "caj_visible_exchange": (288, 144),
     "caj_infrared": (288, 144),
     "mpanet": (384, 128),
+    "mso": (288, 144),
 }
 
 
