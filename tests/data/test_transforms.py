@@ -350,6 +350,7 @@ OFFICIAL_SIZES = {
     "caj_visible": (288, 144),
     "caj_visible_exchange": (288, 144),
     "caj_infrared": (288, 144),
+    "mso": (288, 144),
     "mpanet": (384, 128),
     "mso": (288, 144),
 }
