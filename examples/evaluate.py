@@ -81,7 +81,7 @@ from vireid_layers.compat import (
 )
 from vireid_layers.data import ImagePreprocessor, VIReIDDataset
 from vireid_layers.engine import load_checkpoint, strip_prefixes
-from vireid_layers.evaluation import ProtocolEvaluator, ProtocolResult, format_comparison, negative_cosine_similarity
+from vireid_layers.evaluation import ProtocolEvaluator, ProtocolResult, format_comparison
 from vireid_layers.evaluation.protocols.settings import RERANK_DEFAULTS, rerank_parameters, variant_labels
 from vireid_layers.recipes import DATASETS, ConfigurationError, Recipe, list_recipes, read_dataset, recipe_class
 
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trial", type=int, help="RegDB split, 1..10 (default: from config.json, else 1)")
     parser.add_argument("--trials", type=int, default=10, help="galleries averaged: SYSU-MM01, LLCM (default: 10)")
     parser.add_argument(
-        "--feature", help="deen: official | plain; agw: fc | pool; ddag: att | fc; ... (default: the recipe's)"
+        "--feature",
+        help="deen: official | plain; agw: fc | pool; ddag: att | fc; mpanet: bn; mso: fc | pool (default: recipe)",
     )
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add the flipped image (default: no)")
     parser.add_argument(
@@ -490,13 +491,15 @@ def build_evaluator(
     rerank: dict[str, Any] | None,
     selection: str | None,
 ) -> ProtocolEvaluator:
-    """The recipe's evaluator stating feature, selection and re-ranking; unit features, cosine similarity."""
-    # Each image's features are L2-normalised (after the flip sum) and compared by cosine similarity.
+    """The recipe's evaluator stating feature, selection and re-ranking, ranked as the recipe ranks.
+
+    The normalisation and distance are the recipe's (:meth:`~vireid_layers.recipes.Recipe.ranking`), as in the
+    run's own evaluation: cosine similarity of unit features, except DEEN's official feature with flip (the
+    unnormalised flip sum by dot product) and MPANet on RegDB (unnormalised, squared Euclidean distance).
+    """
     evaluator = recipe.evaluator(dataset, device=device, num_trials=trials)
     return dataclasses.replace(
         evaluator,
-        normalize=True,
-        distance=negative_cosine_similarity,
         rerank=rerank,
         feature=recipe.config.feature,
         selection=selection,

@@ -100,6 +100,7 @@ def test_saved_directory_holds_config_weights_and_card(deen, saved):
         "variant": "sysu",
         "num_branches": 2,
         "mfa_form": "official",
+        "mfa": True,
         "dee_dropout": 0.01,
         "backbone_kwargs": None,
     }
