@@ -352,7 +352,6 @@ OFFICIAL_SIZES = {
     "caj_infrared": (288, 144),
     "mso": (288, 144),
     "mpanet": (384, 128),
-    "mso": (288, 144),
 }
 
 
