@@ -138,3 +138,19 @@ def exact_float32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic dataset per test module: 16 identities (10 for training), 2 images per camera, 64x32."""
+    from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(
+        tmp_path_factory.mktemp("synthetic"),
+        num_identities=16,
+        train_identities=10,
+        images_per_camera=2,
+        height=64,
+        width=32,
+        seed=0,
+    )

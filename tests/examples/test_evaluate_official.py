@@ -24,7 +24,6 @@ from official_checkpoints import save_checkpoint as save_official
 from torch import nn
 
 from vireid_layers.compat import load_official_agw, load_official_ddag, load_official_mpanet
-from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.models import AGW, DDAG, MPANet
 from vireid_layers.recipes import list_recipes
 
@@ -44,20 +43,6 @@ def load_example(name: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def evaluate() -> ModuleType:
     return load_example("evaluate")
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset: 16 identities (10 for training), 2 images per camera, 64x32."""
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("synthetic"),
-        num_identities=16,
-        train_identities=10,
-        images_per_camera=2,
-        height=64,
-        width=32,
-        seed=0,
-    )
 
 
 def common(tiny_root: Path) -> list[str]:

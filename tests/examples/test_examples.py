@@ -32,20 +32,6 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset: 16 identities (10 for training), 2 images per camera, 64x32."""
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("synthetic"),
-        num_identities=16,
-        train_identities=10,
-        images_per_camera=2,
-        height=64,
-        width=32,
-        seed=0,
-    )
-
-
 # ------------------------------------------------------------------------------------------------ train.py
 
 

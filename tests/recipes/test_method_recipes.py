@@ -22,7 +22,6 @@ from PIL import Image
 
 from vireid_layers import Modality
 from vireid_layers.data import TRAIN_PIPELINES, build_train_transform
-from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.engine import Trainer
 from vireid_layers.evaluation import negative_cosine_similarity
 from vireid_layers.losses import mean_classifier_momentum
@@ -53,20 +52,6 @@ def load_data_fixtures() -> ModuleType:
     sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset: 16 identities (10 for training), 2 images per camera, 64x32."""
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("synthetic"),
-        num_identities=16,
-        train_identities=10,
-        images_per_camera=2,
-        height=64,
-        width=32,
-        seed=0,
-    )
 
 
 #: A run of a few seconds on the tiny dataset.

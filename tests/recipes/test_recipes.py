@@ -39,20 +39,6 @@ from vireid_layers.recipes.cli import build_parser, main, parse_args
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset: 16 identities (10 for training), 2 images per camera, 64x32."""
-    return make_synthetic_dataset(
-        tmp_path_factory.mktemp("synthetic"),
-        num_identities=16,
-        train_identities=10,
-        images_per_camera=2,
-        height=64,
-        width=32,
-        seed=0,
-    )
-
-
 #: A run of a few seconds on the tiny dataset.
 TINY = {"epochs": 1, "epoch_length": "2", "batch_identities": 4, "eval_trials": 2, "threads": 1}
 
