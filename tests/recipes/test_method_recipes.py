@@ -23,7 +23,7 @@ from PIL import Image
 from vireid_layers import Modality
 from vireid_layers.data import TRAIN_PIPELINES, build_train_transform
 from vireid_layers.engine import Trainer
-from vireid_layers.evaluation import negative_cosine_similarity
+from vireid_layers.evaluation import negative_cosine_similarity, squared_euclidean_distance
 from vireid_layers.losses import mean_classifier_momentum
 from vireid_layers.models import DDAGCriterion, MPANetCriterion, MSOCriterion
 from vireid_layers.recipes import (
@@ -35,7 +35,6 @@ from vireid_layers.recipes import (
     build_recipe,
     list_recipes,
     setup,
-    squared_euclidean_distance,
     train,
 )
 from vireid_layers.recipes.cli import build_parser, parse_args

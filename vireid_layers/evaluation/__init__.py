@@ -34,6 +34,7 @@ from .protocols import (
     negative_dot_product,
     parse_sysu_permutation,
     register_protocol,
+    squared_euclidean_distance,
 )
 from .rerank import k_reciprocal_rerank
 
@@ -77,4 +78,5 @@ __all__ = [
     "protocol_for_dataset",
     "register_protocol",
     "retrieval_metrics",
+    "squared_euclidean_distance",
 ]

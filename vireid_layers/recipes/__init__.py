@@ -18,7 +18,7 @@ from .base import Recipe, build_recipe, list_recipes, recipe_class, register_rec
 from .config import DATASETS, QUICK_RUN, ConfigurationError, RecipeConfig, option
 from .ddag import DDAGConfig, DDAGRecipe, DDAGSchedule, ddag_param_groups
 from .deen import DEENConfig, DEENRecipe, DEENSchedule, deen_lr_factor, deen_param_groups
-from .mpanet import MPANetConfig, MPANetRecipe, MPANetSchedule, squared_euclidean_distance
+from .mpanet import MPANetConfig, MPANetRecipe, MPANetSchedule
 from .mso import MSOConfig, MSORecipe, MSOSchedule
 from .parts import build_pipeline, gather_outputs_and_labels, head_param_groups, image_forward
 from .runner import SYNTHETIC_CACHE, RunSetup, read_dataset, run_evaluators, setup, train, validation_identities
@@ -61,7 +61,6 @@ __all__ = [
     "register_recipe",
     "run_evaluators",
     "setup",
-    "squared_euclidean_distance",
     "train",
     "validation_identities",
 ]

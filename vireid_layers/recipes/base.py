@@ -155,19 +155,23 @@ class Recipe(abc.ABC):
     ) -> torch.utils.data.DataLoader:
         """The identity-balanced loader (:func:`~vireid_layers.data.build_train_loader`) of P x K x 2 images."""
         c = self.config
-        epoch_length: Any = int(c.epoch_length) if c.epoch_length.isdigit() else c.epoch_length
         return build_train_loader(
             dataset.train,
             self.train_transform(),
             num_identities=c.batch_identities,
             num_instances=c.num_instances,
-            epoch_length=epoch_length,
+            epoch_length=self.epoch_length(),
             seed=c.seed,
             num_workers=c.workers,
             num_replicas=world_size,
             rank=rank,
             pin_memory=pin_memory,
         )
+
+    def epoch_length(self) -> int | str:
+        """``--epoch-length`` for the samplers: a number of batches as an ``int``, else its name."""
+        value = self.config.epoch_length
+        return int(value) if value.isdigit() else value
 
     def embed(self, model: nn.Module, images: Tensor, modalities: Tensor) -> Tensor:
         """The test feature: ``model.embed(images, modalities, mode=config.feature)``."""

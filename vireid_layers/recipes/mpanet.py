@@ -57,25 +57,13 @@ import torch
 from torch import Tensor, nn
 
 from ..data import ImageDataset, MPANetIdentitySampler, VIReIDDataset, build_test_transform
-from ..distances import pairwise_squared_euclidean
 from ..engine import WarmupStepSchedule
-from ..evaluation import negative_cosine_similarity
+from ..evaluation import negative_cosine_similarity, squared_euclidean_distance
 from ..models import MPANet, MPANetCriterion
 from .base import Recipe, register_recipe
 from .config import RecipeConfig, fail, option
 
-__all__ = ["MPANetConfig", "MPANetRecipe", "MPANetSchedule", "squared_euclidean_distance"]
-
-
-def squared_euclidean_distance(query: Tensor, gallery: Tensor) -> Tensor:
-    """The ranking distance of MPANet's official evaluation: squared Euclidean, :math:`(Q, G)`, at least float32.
-
-    Examples:
-        >>> import torch
-        >>> squared_euclidean_distance(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
-        tensor([[25.,  1.]])
-    """
-    return pairwise_squared_euclidean(query, gallery).clamp_min(0)
+__all__ = ["MPANetConfig", "MPANetRecipe", "MPANetSchedule"]
 
 
 @dataclass(frozen=True)
@@ -244,13 +232,12 @@ class MPANetRecipe(Recipe):
         per modality where the identity has them (the official sampler draws without replacement).
         """
         c = self.config
-        epoch_length: Any = int(c.epoch_length) if c.epoch_length.isdigit() else c.epoch_length
         sampler = MPANetIdentitySampler(
             dataset.train,
             c.batch_identities,
             c.num_instances,
             replacement=False,
-            epoch_length=epoch_length,
+            epoch_length=self.epoch_length(),
             seed=c.seed,
             num_replicas=world_size,
             rank=rank,

@@ -32,7 +32,7 @@ One concept per module: ``direction`` (:class:`Direction`), ``sampling`` (candid
 from ..exclusion import exclude_sysu_indoor_camera_reversed
 from .base import EvaluationProtocol
 from .direction import Direction
-from .distances import Distance, negative_cosine_similarity, negative_dot_product
+from .distances import Distance, negative_cosine_similarity, negative_dot_product, squared_euclidean_distance
 from .llcm import LLCMProtocol
 from .regdb import RegDBProtocol
 from .registry import PROTOCOLS, ProtocolFactory, build_protocol, register_protocol
@@ -68,6 +68,7 @@ __all__ = [
     "load_sysu_permutation",
     "negative_cosine_similarity",
     "negative_dot_product",
+    "squared_euclidean_distance",
     "parse_sysu_permutation",
     "register_protocol",
 ]

@@ -1,4 +1,4 @@
-"""The distances protocols rank by: minus the cosine similarity (the default) and minus the dot product."""
+"""The distances protocols rank by: minus the cosine similarity, minus the dot product, squared Euclidean."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..._validation import check_shape
+from ...distances import pairwise_squared_euclidean
 
-__all__ = ["Distance", "negative_cosine_similarity", "negative_dot_product"]
+__all__ = ["Distance", "negative_cosine_similarity", "negative_dot_product", "squared_euclidean_distance"]
 
 Distance = Callable[[Tensor, Tensor], Tensor]
 """``distance(query (Q, D), gallery (G, D)) -> (Q, G)``: smaller is closer."""
@@ -87,3 +88,31 @@ def negative_dot_product(query: Tensor, gallery: Tensor) -> Tensor:
     """
     q, g = _feature_pair(query, gallery)
     return -(q @ g.T)
+
+
+def squared_euclidean_distance(query: Tensor, gallery: Tensor) -> Tensor:
+    r"""The squared Euclidean distance: the ranking of MPANet's official RegDB evaluation (unnormalised features).
+
+    .. math:: d(q, g) = \lVert q - g \rVert_2^2
+
+    Computed as :func:`~vireid_layers.distances.pairwise_squared_euclidean` (no square root: the order is the
+    same), clamped at 0 against rounding; float32 (float64 inputs stay float64).
+
+    Args:
+        query: :math:`(Q, D)` features.
+        gallery: :math:`(G, D)` features.
+
+    Returns:
+        :math:`(Q, G)` distances.
+
+    Raises:
+        ValueError: a side is not 2-D, or the feature sizes differ.
+
+    Examples:
+        >>> import torch
+        >>> from vireid_layers.evaluation import squared_euclidean_distance
+        >>> squared_euclidean_distance(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [1.0, 0.0]]))
+        tensor([[25.,  1.]])
+    """
+    q, g = _feature_pair(query, gallery)
+    return pairwise_squared_euclidean(q, g).clamp_min(0)
