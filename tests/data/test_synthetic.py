@@ -271,7 +271,12 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, int], name: str) -> Non
 
 @pytest.mark.parametrize(
     ("kwargs", "name"),
-    [({"height": 32.0}, "height"), ({"seed": True}, "seed"), ({"num_identities": "10"}, "num_identities")],
+    [
+        ({"height": 32.0}, "height"),
+        ({"seed": True}, "seed"),
+        ({"num_identities": "10"}, "num_identities"),
+        ({"overwrite": 1}, "overwrite"),
+    ],
 )
 def test_bad_argument_types(tmp_path: Path, kwargs: dict[str, object], name: str) -> None:
     with pytest.raises(TypeError, match=f"`{name}`"):

@@ -104,7 +104,7 @@ def make_synthetic_dataset(
             f"remain, got {train_identities!r}"
         )
     if not isinstance(overwrite, bool):
-        raise TypeError(f"`overwrite` must be a bool, got {type(overwrite)._GENERATOR} {overwrite!r}")
+        raise TypeError(f"`overwrite` must be a bool, got {type(overwrite).__name__} {overwrite!r}")
 
     complete = _prepare_root(root, params, overwrite)
     splits = _splits(params["seed"], num_identities, train_identities)
