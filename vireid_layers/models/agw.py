@@ -225,11 +225,7 @@ class AGW(PretrainedMixin, nn.Module):
     @property
     def non_local_positions(self) -> tuple[tuple[int, ...], ...]:
         """For every stage, the 0-based indices of the residual blocks followed by a non-local block."""
-        out = []
-        for s, blocks in enumerate(self.non_local):
-            length = len(self.backbone.stages[s]) if len(blocks) else 0
-            out.append(tuple(range(length - len(blocks), length)))
-        return tuple(out)
+        return _non_local_positions(self.backbone, self.non_local)
 
     def reset_parameters(self) -> None:
         """Re-initialise AGW's own blocks (non-local, GeM, BN neck, classifier) officially; the backbone is kept."""
@@ -307,17 +303,34 @@ class AGW(PretrainedMixin, nn.Module):
     def _pooled(self, images: Tensor, modalities: Tensor | int | Modality) -> Tensor:
         """Stems, every stage with its non-local blocks, and the pooling: the pre-BN feature."""
         x = self.backbone.forward_stem(images, modalities)
-        for s, blocks in enumerate(self.non_local):
-            if len(blocks) == 0:
-                x = self.backbone.forward_stage(s, x)
-                continue
-            stage = self.backbone.stages[s]
-            first = len(stage) - len(blocks)  # the non-local blocks follow the last residual blocks
-            for b, block in enumerate(stage):
-                x = block(x)
-                if b >= first:
-                    x = blocks[b - first](x)
-        return self.pool(x)
+        return self.pool(_non_local_stages(self.backbone, self.non_local, x))
+
+
+def _non_local_stages(backbone: TwoStreamBackbone, non_local: nn.ModuleList, x: Tensor) -> Tensor:
+    """AGW's trunk: every shared stage of ``backbone``, each followed inside by its ``non_local`` blocks.
+
+    The non-local blocks of a stage follow its last residual blocks (AGW and MSO share this trunk).
+    """
+    for s, blocks in enumerate(non_local):
+        if len(blocks) == 0:
+            x = backbone.forward_stage(s, x)
+            continue
+        stage = backbone.stages[s]
+        first = len(stage) - len(blocks)
+        for b, block in enumerate(stage):
+            x = block(x)
+            if b >= first:
+                x = blocks[b - first](x)
+    return x
+
+
+def _non_local_positions(backbone: TwoStreamBackbone, non_local: nn.ModuleList) -> tuple[tuple[int, ...], ...]:
+    """For every stage, the 0-based indices of the residual blocks followed by a non-local block."""
+    out = []
+    for s, blocks in enumerate(non_local):
+        length = len(backbone.stages[s]) if len(blocks) else 0
+        out.append(tuple(range(length - len(blocks), length)))
+    return tuple(out)
 
 
 class AGWCriterion(nn.Module):

@@ -19,7 +19,7 @@ from ..losses.pef import PEFBlockOutput, PEFEntry, PEFLoss
 from ..modality import Modality
 from ._assembly import embed_with_flip, reset_bn_neck_head
 from ._pretrained import PretrainedMixin
-from .agw import AGW
+from .agw import AGW, _non_local_positions, _non_local_stages
 
 __all__ = ["MSO", "MSOFeature", "MSOOutput", "VGGWeights"]
 
@@ -239,11 +239,7 @@ class MSO(PretrainedMixin, nn.Module):
     @property
     def non_local_positions(self) -> tuple[tuple[int, ...], ...]:
         """For every stage, the 0-based indices of the residual blocks followed by a non-local block."""
-        out = []
-        for s, blocks in enumerate(self.non_local):
-            length = len(self.backbone.stages[s]) if len(blocks) else 0
-            out.append(tuple(range(length - len(blocks), length)))
-        return tuple(out)
+        return _non_local_positions(self.backbone, self.non_local)
 
     def reset_parameters(self) -> None:
         """Re-initialise MSO's own blocks (non-local, GeM, BN neck, classifier) as AGW; backbone and VGG are kept."""
@@ -323,14 +319,4 @@ class MSO(PretrainedMixin, nn.Module):
 
     def _trunk(self, x: Tensor) -> Tensor:
         """The shared stages with their non-local blocks after the last residual blocks (AGW's trunk)."""
-        for s, blocks in enumerate(self.non_local):
-            if len(blocks) == 0:
-                x = self.backbone.forward_stage(s, x)
-                continue
-            stage = self.backbone.stages[s]
-            first = len(stage) - len(blocks)
-            for b, block in enumerate(stage):
-                x = block(x)
-                if b >= first:
-                    x = blocks[b - first](x)
-        return x
+        return _non_local_stages(self.backbone, self.non_local, x)
