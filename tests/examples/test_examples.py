@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from parallel_runs import selected_params, start_runs
 
 from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.recipes import setup
@@ -237,9 +239,8 @@ def quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), seed=0)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_short_synthetic_deen_run_improves_map(seed: int, tmp_path: Path, quick_root: Path) -> None:
-    """50 steps of the example's own training path raise the cross-modality mAP of the untrained DEEN.
+def short_deen_run(seed: int, root: str, run_dir: str) -> tuple[float, float]:
+    """50 steps of the example's own training path: the untrained and the trained DEEN's mAP (in a worker process).
 
     The quick run's synthetic dataset, ResNet-18 DEEN from random weights, Adam 3e-3 with the official triplet
     and CPM weights (1, 0.8), P = 8 identities x K = 2 images x 2 modalities, the SYSU-MM01 all-search protocol
@@ -247,19 +248,36 @@ def test_short_synthetic_deen_run_improves_map(seed: int, tmp_path: Path, quick_
     torch before the model is built, as the run does).
     """
     train = load_example("train")
-    run = tmp_path / "run"
-    argv = ["--root", str(quick_root), "--backbone", "resnet18", "--no-pretrained", "--height", "64", "--width", "32"]
+    argv = ["--root", root, "--backbone", "resnet18", "--no-pretrained", "--height", "64", "--width", "32"]
     argv += ["--batch-identities", "8", "--num-instances", "2", "--epoch-length", "50", "--epochs", "1"]
     argv += ["--optimizer", "adam", "--lr", "0.003", "--backbone-lr-scale", "1", "--warmup-epochs", "0", "--milestones"]
     argv += ["--lambda-triplet", "1", "--lambda-cpm", "0.8", "--lambda-ort", "0.001", "--pipeline", "light"]
     argv += ["--feature", "plain", "--eval-every", "0", "--eval-trials", "10", "--workers", "0", "--threads", "1"]
-    argv += ["--device", "cpu", "--seed", str(seed), "--run-dir", str(run), "--log-every", "1000"]
+    argv += ["--device", "cpu", "--seed", str(seed), "--run-dir", run_dir, "--log-every", "1000"]
     recipe, _ = parse_args(argv)
     env = setup(recipe)
     untrained = recipe.build_model(env.dataset.num_train_identities)
     before = recipe.evaluator(env.dataset, device=env.device, num_trials=10)(untrained).mean["mAP"]
     assert train.main(argv) == 0
-    after = json.loads((run / "results.json").read_text())["results"]["mean"]["mAP"]
+    after = json.loads((Path(run_dir) / "results.json").read_text())["results"]["mean"]["mAP"]
+    return before, after
+
+
+@pytest.fixture(scope="module")
+def short_deen_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, quick_root: Path
+) -> Iterator[dict]:
+    """The selected seeds' runs, started together, two at a time (:mod:`parallel_runs`)."""
+    seeds = [p["seed"] for p in selected_params(request, "test_short_synthetic_deen_run_improves_map")]
+    runs = {s: (s, str(quick_root), str(tmp_path_factory.mktemp(f"deen-{s}") / "run")) for s in seeds}
+    with start_runs(short_deen_run, runs) as futures:
+        yield futures
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_short_synthetic_deen_run_improves_map(seed: int, short_deen_runs: dict) -> None:
+    """A short DEEN run through examples/train.py raises the untrained model's mAP (:func:`short_deen_run`)."""
+    before, after = short_deen_runs[seed].result(timeout=1200)
     assert after >= before + MIN_GAIN, (seed, before, after)
 
 

@@ -6,7 +6,8 @@ images x 2 modalities, its official loss weights and quick-run overrides) for ST
 LR[method], no warm-up and no decay, on the quick run's own synthetic dataset (the defaults of
 ``make_synthetic_dataset``: 48 identities, 32 for training, 4 images per camera), and evaluates the SYSU-MM01
 all-search protocol over 10 galleries with the recipe's test feature. The untrained model is the run's starting
-point: ``setup`` seeds torch before the model is built, as the run does.
+point: ``setup`` seeds torch before the model is built, as the run does. The runs are single-threaded and go two
+at a time, each in its own process (tests/parallel_runs.py).
 
 The dataset matters: on a smaller one (16 training identities, 2 images per camera) MPANet memorised its 16
 identities without generalising to the test ones on some seeds (120 steps, seeds 0-4: +0.018, +0.015, +0.002,
@@ -17,9 +18,11 @@ training identities every seed improves.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from parallel_runs import selected_params, start_runs
 
 from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.recipes import build_recipe, setup, train
@@ -51,12 +54,11 @@ def quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 RUNS = [(m, s) for m in ("agw", "ddag", "mpanet", "mso") for s in (0, 1)]
 
 
-@pytest.mark.parametrize(("method", "seed"), RUNS)
-def test_short_synthetic_run_improves_map(method: str, seed: int, tmp_path: Path, quick_root: Path) -> None:
-    run = tmp_path / "run"
+def short_run(method: str, seed: int, root: str, run_dir: str) -> tuple[float, float]:
+    """The untrained and the trained model's mAP of one short run (in a worker process)."""
     recipe = build_recipe(
         method,
-        root=str(quick_root),
+        root=root,
         epochs=1,
         epoch_length=str(STEPS[method]),
         warmup_epochs=0,
@@ -67,11 +69,28 @@ def test_short_synthetic_run_improves_map(method: str, seed: int, tmp_path: Path
         threads=1,
         log_every=1000,
         seed=seed,
-        run_dir=str(run),
+        run_dir=run_dir,
     )
     env = setup(recipe)
     untrained = recipe.build_model(env.dataset.num_train_identities)
     before = recipe.evaluator(env.dataset, device=env.device, num_trials=10)(untrained).mean["mAP"]
     train(recipe)
-    after = json.loads((run / "results.json").read_text())["results"]["mean"]["mAP"]
+    after = json.loads((Path(run_dir) / "results.json").read_text())["results"]["mean"]["mAP"]
+    return before, after
+
+
+@pytest.fixture(scope="module")
+def short_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, quick_root: Path
+) -> Iterator[dict]:
+    """The selected runs, started together, two at a time (:mod:`parallel_runs`)."""
+    keys = [(p["method"], p["seed"]) for p in selected_params(request, "test_short_synthetic_run_improves_map")]
+    runs = {k: (*k, str(quick_root), str(tmp_path_factory.mktemp(f"{k[0]}-{k[1]}") / "run")) for k in keys}
+    with start_runs(short_run, runs) as futures:
+        yield futures
+
+
+@pytest.mark.parametrize(("method", "seed"), RUNS)
+def test_short_synthetic_run_improves_map(method: str, seed: int, short_runs: dict) -> None:
+    before, after = short_runs[method, seed].result(timeout=1200)
     assert after >= before + MIN_GAIN[method], (method, seed, before, after)
