@@ -140,6 +140,18 @@ def exact_float32() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
 
+@pytest.fixture(scope="session")
+def quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick run's synthetic dataset: 48 identities (32 for training), 4 images per camera, 64x32.
+
+    ``make_synthetic_dataset``'s defaults, as ``vireid-train`` writes it; shared by the end-to-end short runs,
+    which only read it.
+    """
+    from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
+
+    return make_synthetic_dataset(tmp_path_factory.mktemp("quick-synthetic"), seed=0)
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic dataset per test module: 16 identities (10 for training), 2 images per camera, 64x32."""

@@ -17,7 +17,6 @@ import pytest
 import torch
 from parallel_runs import selected_params, start_runs
 
-from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.recipes import setup
 from vireid_layers.recipes.cli import main as console_main
 from vireid_layers.recipes.cli import parse_args
@@ -231,12 +230,6 @@ def test_evaluate_official_deen_checkpoint(tmp_path: Path, tiny_root: Path) -> N
 #: (On a smaller dataset, 16 training identities with 2 images per camera, 80 steps gave +0.026 to +0.035 over
 #: seeds 0-2.)
 MIN_GAIN = 0.008
-
-
-@pytest.fixture(scope="module")
-def quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The quick run's synthetic dataset: 48 identities (32 for training), 4 images per camera, 64x32."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), seed=0)
 
 
 def short_deen_run(seed: int, root: str, run_dir: str) -> tuple[float, float]:

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 from parallel_runs import selected_params, start_runs
 
-from vireid_layers.data.datasets.synthetic import make_synthetic_dataset
 from vireid_layers.recipes import build_recipe, setup, train
 
 #: Steps and Adam learning rate of each method's run.
@@ -42,12 +41,6 @@ LR = {"agw": 0.003, "ddag": 0.003, "mpanet": 0.001, "mso": 0.003}
 #:
 #: Each test asserts a gain of at least MIN_GAIN[method], about half the smallest measured gain of that method.
 MIN_GAIN = {"agw": 0.01, "ddag": 0.02, "mpanet": 0.005, "mso": 0.01}
-
-
-@pytest.fixture(scope="module")
-def quick_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The quick run's synthetic dataset: 48 identities (32 for training), 4 images per camera, 64x32."""
-    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), seed=0)
 
 
 #: The (method, seed) runs: two seeds of each method.
